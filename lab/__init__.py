@@ -1,0 +1,1 @@
+"""handoff-lab: why a server that passes by hand fails under a test harness."""

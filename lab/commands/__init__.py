@@ -1,0 +1,1 @@
+"""Command-line front ends. Each module: add_arguments(parser) and run(args) -> int."""

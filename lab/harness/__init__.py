@@ -1,0 +1,1 @@
+"""Standard-library-only harness: runs inside the images. Never import docker/tabulate/rich here."""

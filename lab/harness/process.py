@@ -1,0 +1,144 @@
+"""The server process lifecycle, as the CodeCrafters tester runs it.
+
+One fresh process per stage in its own process group; stdout and stderr read line by
+line; at the end SIGTERM to the pid and the group, wait for EOF on both pipes and the
+reap, and after 2 s SIGKILL with the tester's message. `start()` returns right after
+exec: there is no readiness wait. Standard library only.
+
+Timestamps are `time.monotonic_ns()`. The reap is observed by a thread blocked in
+waitpid(), so `reaped_at_ns` is when the kernel reported the exit, not when a polling
+loop next looked (Popen.wait polls with sleeps of up to 50 ms: far too coarse here).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SIGTERM_GRACE_S = 2.0
+SIGKILL_MESSAGE = "program failed to exit in 2 seconds after receiving sigterm"
+OUTPUT_PREFIX = "[your_program] "
+
+LineSink = Callable[[str], None]
+
+
+class StartFailed(Exception):
+    """The command could not be executed at all (not found, not executable)."""
+
+
+@dataclass
+class Termination:
+    sigterm_at_ns: int
+    reaped_at_ns: int
+    exit_code: int | None  # negative: killed by that signal
+    sigkill: bool
+    pipes_closed_at_ns: int | None = None
+
+
+@dataclass
+class ServerProcess:
+    command: list[str]
+    env: dict[str, str] | None = None
+    on_line: LineSink | None = None
+    output: list[str] = field(default_factory=list)
+    started_at_ns: int = 0
+    reaped_at_ns: int | None = None
+    exit_code: int | None = None
+    _popen: subprocess.Popen[bytes] | None = None
+    _reaped: threading.Event = field(default_factory=threading.Event)
+    _pipe_threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def pid(self) -> int:
+        assert self._popen is not None
+        return self._popen.pid
+
+    def start(self) -> None:
+        try:
+            self._popen = subprocess.Popen(  # noqa: S603 (argv list, no shell)
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                process_group=0,  # own group, like the tester's Setpgid
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            raise StartFailed(f"cannot run {self.command[0]!r}: {exc.strerror}") from None
+        self.started_at_ns = time.monotonic_ns()
+        for pipe in (self._popen.stdout, self._popen.stderr):
+            thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+            thread.start()
+            self._pipe_threads.append(thread)
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _pump(self, pipe: object) -> None:
+        assert hasattr(pipe, "readline")
+        for raw in iter(pipe.readline, b""):  # type: ignore[attr-defined]
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with self._lock:
+                self.output.append(line)
+            if self.on_line is not None:
+                self.on_line(line)
+        pipe.close()  # type: ignore[attr-defined]
+
+    def _reap(self) -> None:
+        assert self._popen is not None
+        _, status = os.waitpid(self._popen.pid, 0)
+        self.reaped_at_ns = time.monotonic_ns()
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        # Tell Popen the child is gone so it never waits on a recycled pid.
+        self._popen.returncode = self.exit_code
+        self._reaped.set()
+
+    def running(self) -> bool:
+        return not self._reaped.is_set()
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        return self._reaped.wait(timeout_s)
+
+    def _signal(self, signum: int) -> None:
+        for send in (lambda: os.kill(self.pid, signum), lambda: os.killpg(self.pid, signum)):
+            try:
+                send()
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def terminate(
+        self,
+        grace_s: float = SIGTERM_GRACE_S,
+        on_sigterm: Callable[[int], None] | None = None,
+    ) -> Termination:
+        """SIGTERM pid and group, wait for pipe EOF and the reap; SIGKILL after `grace_s`."""
+        sigterm_at = time.monotonic_ns()
+        self._signal(signal.SIGTERM)
+        if on_sigterm is not None:
+            on_sigterm(sigterm_at)
+        deadline = time.monotonic() + grace_s
+        sigkill = not self._wait_all(deadline)
+        if sigkill:
+            self._signal(signal.SIGKILL)
+            # A grandchild may still hold the pipes: after the group kill give it a moment.
+            self._wait_all(time.monotonic() + 1.0)
+        pipes_closed = time.monotonic_ns() if not any(t.is_alive() for t in self._pipe_threads) else None
+        self._reaped.wait()
+        assert self.reaped_at_ns is not None
+        return Termination(sigterm_at, self.reaped_at_ns, self.exit_code, sigkill, pipes_closed)
+
+    def _wait_all(self, deadline: float) -> bool:
+        for thread in self._pipe_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._reaped.wait(max(0.0, deadline - time.monotonic()))
+        return self._reaped.is_set() and not any(t.is_alive() for t in self._pipe_threads)
+
+    def kill_now(self) -> None:
+        """Ctrl-C path: no grace, take the whole group down."""
+        if self._popen is not None and self.running():
+            self._signal(signal.SIGKILL)
+            self._reaped.wait(2.0)

@@ -1,0 +1,462 @@
+"""Run the staged suite against a server command: trials, orders, lifecycle, evidence.
+
+For every stage: start a fresh server (no readiness wait), run the stage's checks with a
+10 s limit, kill in the tester's order, and record what the kernel did around it:
+the teardown window (SIGTERM -> reaped -> listener gone) and, for every stage after the
+first of a trial, how its first dial was served (the handoff). The result JSON is
+rewritten after every stage so a killed run keeps what it finished. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from lab.harness import stages as stage_table
+from lab.harness.portwatch import PortWatch
+from lab.harness.process import OUTPUT_PREFIX, SIGKILL_MESSAGE, ServerProcess, Termination
+from lab.harness.results import (
+    Handoff,
+    RunResult,
+    StageResult,
+    Teardown,
+    TimelineEvent,
+    TrialResult,
+    write_json_atomic,
+)
+from lab.harness.stages import STAGE_TIMEOUT_S, Stage, StageContext, StageFailure
+from lab.harness.words import Words
+from lab.observe.sockdiag import ListenerSampler
+
+ORDERS = ("descending", "ascending", "shuffled")
+BIND_ERROR_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
+TEARDOWN_SETTLE_S = 5.0  # how long a lingering listener is followed after its reap
+
+
+@dataclass
+class SuiteOptions:
+    command: list[str]
+    port: int = 6379
+    order: str = "descending"
+    seed: int = 0
+    until: str = "yz1"
+    stages: list[str] | None = None
+    trials: int = 1
+    fail_fast: bool = False
+    json_path: str | None = None
+    timeline: bool = False
+    env: dict[str, str] | None = None
+    quiet: bool = False
+
+
+def plan(options: SuiteOptions, trial_index: int) -> list[str]:
+    """The stage order of one trial."""
+    if options.stages:
+        base = list(options.stages)
+    else:
+        slugs = list(stage_table.SLUGS)
+        base = slugs[: slugs.index(options.until) + 1]
+    if options.order == "descending":
+        return list(reversed(base)) if not options.stages else base
+    if options.order == "ascending":
+        return base
+    rng = random.Random(f"{options.seed}:{trial_index}")
+    shuffled = list(base)
+    rng.shuffle(shuffled)
+    return shuffled
+
+
+class Timeline:
+    """Events with microsecond offsets from a base instant (the previous SIGTERM)."""
+
+    def __init__(self, base_ns: int) -> None:
+        self.base_ns = base_ns
+        self.events: list[TimelineEvent] = []
+        self._lock = threading.Lock()
+
+    def add(self, event: str, detail: str = "", at_ns: int | None = None) -> None:
+        at = time.monotonic_ns() if at_ns is None else at_ns
+        with self._lock:
+            if len(self.events) < 400:
+                self.events.append(TimelineEvent((at - self.base_ns) // 1000, event, detail))
+
+    def sorted(self) -> list[TimelineEvent]:
+        with self._lock:
+            return sorted(self.events, key=lambda e: e.t_us)
+
+
+@dataclass
+class _Previous:
+    """What the previous stage left behind: its SIGTERM, reap and the watch on its port."""
+
+    result: StageResult
+    termination: Termination
+    watch: PortWatch
+    timeline_seed: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+class SuiteRunner:
+    def __init__(self, options: SuiteOptions, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self._print_lock = threading.Lock()
+        self.words = Words(options.seed)
+        self.result = RunResult(
+            command=list(options.command),
+            port=options.port,
+            order=options.order,
+            seed=options.seed,
+            stages=plan(options, 0),
+            trials_requested=options.trials,
+            fail_fast=options.fail_fast,
+            started_at=_utc_now(),
+            environment=_environment(),
+        )
+        self.current_server: ServerProcess | None = None
+
+    # -- output ---------------------------------------------------------------------------
+    def say(self, line: str) -> None:
+        if self.options.quiet:
+            return
+        with self._print_lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def _save(self) -> None:
+        if self.options.json_path:
+            write_json_atomic(self.options.json_path, self.result.to_json())
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        try:
+            for trial_index in range(self.options.trials):
+                order = plan(self.options, trial_index)
+                trial = TrialResult(index=trial_index, order=order)
+                self.result.trials.append(trial)
+                self.say(f"[lab] trial {trial_index + 1}/{self.options.trials}: {', '.join(order)}")
+                previous: _Previous | None = None
+                for position, slug in enumerate(order, start=1):
+                    stage = stage_table.BY_SLUG[slug]
+                    outcome, previous = self._run_stage(stage, position, previous, trial_index)
+                    trial.stages.append(outcome)
+                    self._save()
+                    if not outcome.passed and self.options.fail_fast:
+                        break
+                if previous is not None:
+                    self._finish_teardown(previous, wait_s=TEARDOWN_SETTLE_S)
+                    self._save()
+                if self.options.fail_fast and not trial.all_passed:
+                    break
+            self.result.complete = True
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            if self.current_server is not None:
+                self.current_server.kill_now()
+            self.say("[lab] interrupted: the server was killed, partial results kept")
+        finally:
+            # Whatever ended the run (an interrupt, a bug), no server outlives it.
+            if self.current_server is not None:
+                self.current_server.kill_now()
+            self.result.finished_at = _utc_now()
+            self._save()
+        return self.result
+
+    def _run_stage(
+        self, stage: Stage, position: int, previous: _Previous | None, trial_index: int
+    ) -> tuple[StageResult, _Previous]:
+        tag = f"[tester::#{stage.slug.upper()}]"
+        self.say(f"{tag} Running tests for {stage.title} (#{stage.slug}), trial {trial_index + 1} position {position}")
+        base_ns = previous.termination.sigterm_at_ns if previous else time.monotonic_ns()
+        timeline = Timeline(base_ns)
+        if previous is not None:
+            timeline.add("sigterm", "previous server", previous.termination.sigterm_at_ns)
+            timeline.add("reaped", f"previous server, exit {previous.termination.exit_code}",
+                         previous.termination.reaped_at_ns)
+            watch = previous.watch
+        else:
+            watch = PortWatch(self.options.port).start()
+
+        server = ServerProcess(
+            list(self.options.command),
+            env=self.options.env,
+            on_line=lambda line: self.say(OUTPUT_PREFIX + line),
+        )
+        self.say(f"{tag} $ {' '.join(self.options.command)}")
+        server.start()
+        self.current_server = server
+        timeline.add("process-started", f"pid {server.pid}", server.started_at_ns)
+
+        log: list[str] = []
+
+        def tester_log(line: str) -> None:
+            log.append(line)
+            self.say(line)
+
+        stop_flag = threading.Event()
+        ctx = StageContext(
+            slug=stage.slug,
+            port=self.options.port,
+            words=self.words,
+            log=tester_log,
+            event=lambda event, detail: timeline.add(event, detail),
+            should_stop=stop_flag.is_set,
+        )
+        failure: list[StageFailure] = []
+
+        def body() -> None:
+            try:
+                stage.run(ctx)
+            except StageFailure as exc:
+                failure.append(exc)
+            except OSError as exc:  # a socket error the stage did not expect
+                failure.append(StageFailure([f"Error: {exc}"], f"unexpected socket error: {exc!r}"))
+
+        started = time.monotonic_ns()
+        worker = threading.Thread(target=body, name=f"stage-{stage.slug}", daemon=True)
+        worker.start()
+        worker.join(STAGE_TIMEOUT_S)
+        timed_out = worker.is_alive()
+        if timed_out:
+            stop_flag.set()
+            failure.append(StageFailure([f"timed out after {STAGE_TIMEOUT_S:.0f}s"], "stage timeout"))
+        io_uring = _holds_io_uring(server)
+
+        # The evidence for this stage's handoff is complete once its first exchange ran.
+        handoff = None
+        if previous is not None:
+            handoff = self._classify_handoff(ctx, server, watch, previous, timeline)
+        if previous is not None:
+            self._finish_teardown(previous, wait_s=0.0)
+
+        if not stage.kill_before_close:
+            ctx.close_all()
+        termination, next_watch = self._terminate(server, tag)
+        if stage.kill_before_close or timed_out:
+            ctx.close_all()
+        worker.join(1.0)
+        duration_ms = (time.monotonic_ns() - started) / 1e6
+
+        passed = not failure
+        if passed:
+            tester_log(f"{tag} Test passed.")
+        else:
+            for line in failure[0].lines:
+                tester_log(f"{tag} {line}")
+            tester_log(f"{tag} Test failed")
+        diagnosis = failure[0].diagnosis if failure else None
+        if handoff is not None and handoff.kind in ("ghost", "bind-failed") and not passed:
+            diagnosis = f"{handoff.kind}: {handoff.evidence.get('explanation', '')} ({diagnosis})"
+        if diagnosis and not passed:
+            self.say(f"[lab] diagnosis: {diagnosis}")
+        if termination.sigkill:
+            tester_log(f"{tag} {SIGKILL_MESSAGE}")
+
+        result = StageResult(
+            slug=stage.slug,
+            title=stage.title,
+            position=position,
+            passed=passed,
+            error="\n".join(failure[0].lines) if failure else None,
+            diagnosis=diagnosis,
+            duration_ms=round(duration_ms, 3),
+            server_output=list(server.output),
+            log=log,
+            exit_code=termination.exit_code,
+            sigkill=termination.sigkill,
+            io_uring=io_uring,
+            handoff=handoff,
+        )
+        if self.options.timeline and handoff is not None and not passed:
+            self._print_timeline_pair(result)
+        self.current_server = None
+        return result, _Previous(result, termination, next_watch)
+
+    def _terminate(self, server: ServerProcess, tag: str) -> tuple[Termination, PortWatch]:
+        self.say(f"{tag} Terminating program")
+        with ListenerSampler(self.options.port) as sampler:
+            old_inodes = frozenset(entry.inode for entry in sampler.sample())
+        watch = PortWatch(self.options.port, old_inodes=old_inodes)
+        termination = server.terminate(on_sigterm=lambda _at: watch.start())
+        if not termination.sigkill:
+            self.say(f"{tag} Program terminated successfully")
+        return termination, watch
+
+    def _finish_teardown(self, previous: _Previous, wait_s: float) -> None:
+        """Fill the previous stage's teardown window once its old listener is gone."""
+        if previous.result.teardown is not None:
+            return
+        watch = previous.watch
+        gone_at = watch.wait_old_gone(wait_s) if wait_s > 0 else watch.old_gone_at_ns
+        term = previous.termination
+        gone_ms = None if gone_at is None else max(0.0, (gone_at - term.sigterm_at_ns) / 1e6)
+        exit_ms = (term.reaped_at_ns - term.sigterm_at_ns) / 1e6
+        ghost_ms = None if gone_ms is None else max(0.0, gone_ms - exit_ms)
+        previous.result.teardown = Teardown(
+            sigterm_to_exit_ms=round(exit_ms, 3),
+            sigterm_to_listener_gone_ms=None if gone_ms is None else round(gone_ms, 3),
+            ghost_ms=None if ghost_ms is None else round(ghost_ms, 3),
+            sigkill=term.sigkill,
+            listener_seen=bool(watch.old_inodes),
+            listener_inodes=sorted(watch.old_inodes),
+            samples=watch.samples,
+        )
+
+    def _classify_handoff(
+        self,
+        ctx: StageContext,
+        server: ServerProcess,
+        watch: PortWatch,
+        previous: _Previous,
+        timeline: Timeline,
+    ) -> Handoff:
+        if watch.old_gone_at_ns is not None:
+            timeline.add("old-listener-gone", "", watch.old_gone_at_ns)
+        if watch.new_up_at_ns is not None:
+            timeline.add("new-listener-up", f"inode {sorted(watch.new_inodes)}", watch.new_up_at_ns)
+        first = ctx.clients[0] if ctx.clients else None
+        attempts = first.attempts if first else []
+        connected = next((a for a in attempts if a.result == "connected"), None)
+        exchange = ctx.first_exchange
+        exited_early = not server.running() or (server.exit_code is not None)
+        output = "\n".join(server.output).lower()
+        bind_error = any(marker in output for marker in BIND_ERROR_MARKERS)
+        evidence: dict[str, object] = {
+            "first_dial": attempts[0].result if attempts else None,
+            "dial_attempts": len(attempts),
+            "old_listener_inodes": sorted(watch.old_inodes),
+            "old_listener_gone_us": _offset_us(watch.old_gone_at_ns, timeline.base_ns),
+            "new_listener_up_us": _offset_us(watch.new_up_at_ns, timeline.base_ns),
+            "connected_us": _offset_us(connected.at_ns if connected else None, timeline.base_ns),
+            "previous_reaped_us": _offset_us(previous.termination.reaped_at_ns, timeline.base_ns),
+            "new_server_exited": exited_early,
+            "new_server_exit_code": server.exit_code,
+            "bind_error_in_output": bind_error,
+            "first_reply": exchange.outcome.cause if exchange else None,
+            "first_exchange_passed": exchange.passed if exchange else None,
+        }
+        old_alive = connected is not None and bool(watch.old_inodes) and watch.old_alive_at(connected.at_ns)
+        new_up = connected is not None and watch.new_up_before(connected.at_ns)
+        evidence["old_listener_alive_at_connect"] = old_alive
+        evidence["new_listener_up_at_connect"] = new_up
+        if connected is not None and old_alive and not (new_up and exchange is not None and exchange.passed):
+            kind = "ghost"
+            explanation = (
+                "the first dial was accepted by the previous server's listener "
+                f"(inode {sorted(watch.old_inodes)}), still in LISTEN "
+                f"{_ms(watch.old_gone_at_ns, previous.termination.reaped_at_ns)} after its process was reaped"
+            )
+        elif bind_error or (exited_early and server.exit_code not in (None, 0) and not new_up):
+            kind = "bind-failed"
+            explanation = (
+                f"the new server exited (code {server.exit_code}) "
+                + ("reporting the address in use" if bind_error else "before listening")
+            )
+        elif attempts and attempts[0].result != "connected" and connected is not None:
+            kind = "refused"
+            explanation = "refused while the new server started, then served by it"
+        elif connected is not None and new_up:
+            kind = "direct"
+            explanation = "the new server was already listening at the first dial"
+        else:
+            kind = "unknown"
+            explanation = "not enough evidence"
+        evidence["explanation"] = explanation
+        return Handoff(kind=kind, evidence=evidence, timeline=timeline.sorted())
+
+    def _print_timeline_pair(self, failing: StageResult) -> None:
+        passing = next(
+            (s for t in self.result.trials for s in t.stages
+             if s.passed and s.handoff is not None and s.handoff.kind in ("refused", "direct")),
+            None,
+        )
+        self.say(f"[lab] timeline of the failing handoff into {failing.slug} "
+                 + ("beside a passing one" if passing else "(no passing handoff yet to compare)"))
+        for line in format_timelines(failing, passing):
+            self.say("[lab] " + line)
+
+
+def format_timelines(failing: StageResult, passing: StageResult | None) -> list[str]:
+    """Two timelines side by side: the seed's log comparison, done by the tool."""
+    left = [f"{e.t_us / 1000:9.3f} ms  {e.event} {e.detail}".rstrip()
+            for e in (failing.handoff.timeline if failing.handoff else [])]
+    right = [f"{e.t_us / 1000:9.3f} ms  {e.event} {e.detail}".rstrip()
+             for e in (passing.handoff.timeline if passing and passing.handoff else [])]
+    width = max([len(x) for x in left] + [30])
+    head_left = f"FAILING {failing.slug} ({failing.handoff.kind if failing.handoff else '?'})"
+    head_right = f"PASSING {passing.slug} ({passing.handoff.kind})" if passing and passing.handoff else ""
+    lines = [f"{head_left:<{width}} | {head_right}"]
+    for index in range(max(len(left), len(right))):
+        a = left[index] if index < len(left) else ""
+        b = right[index] if index < len(right) else ""
+        lines.append(f"{a:<{width}} | {b}")
+    return lines
+
+
+def _holds_io_uring(server: ServerProcess) -> bool | None:
+    """Whether the server (or any process of its group) holds an io_uring fd right now."""
+    from lab.observe import procfs  # imported here: read /proc only when a server runs
+
+    if not server.running():
+        return None
+    pids = [server.pid, *_group_members(server.pid)]
+    seen: bool | None = None
+    for pid in dict.fromkeys(pids):
+        holds = procfs.holds_io_uring(pid)
+        if holds:
+            return True
+        if holds is False:
+            seen = False
+    return seen
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids whose process group is `pgid` (a wrapper script's children hold the ring)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Field 5 is the pgrp; the command name (field 2) may hold spaces and parens.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(name))
+    return members
+
+
+def _offset_us(at_ns: int | None, base_ns: int) -> int | None:
+    return None if at_ns is None else (at_ns - base_ns) // 1000
+
+
+def _ms(later_ns: int | None, earlier_ns: int) -> str:
+    if later_ns is None:
+        return "still"
+    return f"{(later_ns - earlier_ns) / 1e6:.1f} ms"
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _environment() -> dict[str, object]:
+    return {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+        "cores": os.cpu_count(),
+        "in_container": os.path.exists("/.dockerenv"),
+    }
+
+
+Printer = Callable[[str], None]

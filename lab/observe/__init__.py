@@ -1,0 +1,1 @@
+"""Standard-library-only kernel observers: run inside the images."""

@@ -1,0 +1,1 @@
+"""Docker-facing orchestration (catalog, images, run, compare). Never imported by the harness."""

@@ -1,0 +1,1 @@
+"""Reports, history and plots. Never imported by the harness."""
