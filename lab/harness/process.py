@@ -13,6 +13,7 @@ loop next looked (Popen.wait polls with sleeps of up to 50 ms: far too coarse he
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -51,7 +52,9 @@ class ServerProcess:
     exit_code: int | None = None
     _popen: subprocess.Popen[bytes] | None = None
     _reaped: threading.Event = field(default_factory=threading.Event)
-    _pipe_threads: list[threading.Thread] = field(default_factory=list)
+    _io_thread: threading.Thread | None = None
+    _pipes_closed: threading.Event = field(default_factory=threading.Event)
+    _pipes_closed_at_ns: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -61,7 +64,7 @@ class ServerProcess:
 
     def start(self) -> None:
         try:
-            self._popen = subprocess.Popen(  # noqa: S603 (argv list, no shell)
+            self._popen = subprocess.Popen(  # argv list, never a shell
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -72,21 +75,53 @@ class ServerProcess:
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             raise StartFailed(f"cannot run {self.command[0]!r}: {exc.strerror}") from None
         self.started_at_ns = time.monotonic_ns()
-        for pipe in (self._popen.stdout, self._popen.stderr):
-            thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-            thread.start()
-            self._pipe_threads.append(thread)
-        threading.Thread(target=self._reap, daemon=True).start()
+        # One thread watches both pipes and the exit (a pidfd), instead of three threads:
+        # every thread start costs GIL hand-offs right on the reap -> next dial path,
+        # measured at 1-3 ms under load on these 2 cores.
+        self._io_thread = threading.Thread(target=self._watch, name=f"server-{self._popen.pid}", daemon=True)
+        self._io_thread.start()
 
-    def _pump(self, pipe: object) -> None:
-        assert hasattr(pipe, "readline")
-        for raw in iter(pipe.readline, b""):  # type: ignore[attr-defined]
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+    def _watch(self) -> None:
+        popen = self._popen
+        assert popen is not None and popen.stdout is not None and popen.stderr is not None
+        pidfd = os.pidfd_open(popen.pid)
+        pending: dict[int, bytes] = {popen.stdout.fileno(): b"", popen.stderr.fileno(): b""}
+        with selectors.DefaultSelector() as selector:
+            for fd in pending:
+                selector.register(fd, selectors.EVENT_READ)
+            selector.register(pidfd, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    if key.fd == pidfd:
+                        self._reap()
+                        selector.unregister(pidfd)
+                        os.close(pidfd)
+                        continue
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        self._emit(pending.pop(key.fd), final=True)
+                        continue
+                    rest = self._emit(pending[key.fd] + chunk, final=False)
+                    pending[key.fd] = rest
+                if not pending and self._pipes_closed_at_ns is None:
+                    self._pipes_closed_at_ns = time.monotonic_ns()
+                    self._pipes_closed.set()
+        popen.stdout.close()
+        popen.stderr.close()
+
+    def _emit(self, data: bytes, final: bool) -> bytes:
+        *lines, rest = data.split(b"\n")
+        if final and rest:
+            lines.append(rest)
+            rest = b""
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
             with self._lock:
                 self.output.append(line)
             if self.on_line is not None:
                 self.on_line(line)
-        pipe.close()  # type: ignore[attr-defined]
+        return rest
 
     def _reap(self) -> None:
         assert self._popen is not None
@@ -126,16 +161,15 @@ class ServerProcess:
             self._signal(signal.SIGKILL)
             # A grandchild may still hold the pipes: after the group kill give it a moment.
             self._wait_all(time.monotonic() + 1.0)
-        pipes_closed = time.monotonic_ns() if not any(t.is_alive() for t in self._pipe_threads) else None
         self._reaped.wait()
         assert self.reaped_at_ns is not None
-        return Termination(sigterm_at, self.reaped_at_ns, self.exit_code, sigkill, pipes_closed)
+        return Termination(sigterm_at, self.reaped_at_ns, self.exit_code, sigkill, self._pipes_closed_at_ns)
 
     def _wait_all(self, deadline: float) -> bool:
-        for thread in self._pipe_threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        """Wait for EOF on both pipes and the reap, as the tester does, until `deadline`."""
+        self._pipes_closed.wait(max(0.0, deadline - time.monotonic()))
         self._reaped.wait(max(0.0, deadline - time.monotonic()))
-        return self._reaped.is_set() and not any(t.is_alive() for t in self._pipe_threads)
+        return self._reaped.is_set() and self._pipes_closed.is_set()
 
     def kill_now(self) -> None:
         """Ctrl-C path: no grace, take the whole group down."""

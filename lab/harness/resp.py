@@ -20,7 +20,7 @@ class Value:
     """One RESP2 value. `data` is None for the null bulk string and the null array."""
 
     kind: str  # simple | error | integer | bulk | array
-    data: Union[str, int, list["Value"], None]  # noqa: UP007 (forward ref in a union)
+    data: Union[str, int, list[Value], None]  # noqa: UP007 (forward ref in a union)
 
     def describe(self) -> str:
         """Human wording used in mismatch messages, e.g. 'bulk string "PONG"'."""

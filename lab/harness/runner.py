@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import platform
 import random
+import shlex
 import sys
 import threading
 import time
@@ -121,6 +122,7 @@ class SuiteRunner:
             environment=_environment(),
         )
         self.current_server: ServerProcess | None = None
+        self._dirty = False
 
     # -- output ---------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -131,6 +133,7 @@ class SuiteRunner:
             self.out.flush()
 
     def _save(self) -> None:
+        self._dirty = False
         if self.options.json_path:
             write_json_atomic(self.options.json_path, self.result.to_json())
 
@@ -147,7 +150,9 @@ class SuiteRunner:
                     stage = stage_table.BY_SLUG[slug]
                     outcome, previous = self._run_stage(stage, position, previous, trial_index)
                     trial.stages.append(outcome)
-                    self._save()
+                    # Saved once the next server is up and dialled: serialising here would
+                    # sit between the reap and the next start, which the tester keeps empty.
+                    self._dirty = True
                     if not outcome.passed and self.options.fail_fast:
                         break
                 if previous is not None:
@@ -189,7 +194,7 @@ class SuiteRunner:
             env=self.options.env,
             on_line=lambda line: self.say(OUTPUT_PREFIX + line),
         )
-        self.say(f"{tag} $ {' '.join(self.options.command)}")
+        self.say(f"{tag} $ {shlex.join(self.options.command)}")
         server.start()
         self.current_server = server
         timeline.add("process-started", f"pid {server.pid}", server.started_at_ns)
@@ -206,7 +211,7 @@ class SuiteRunner:
             port=self.options.port,
             words=self.words,
             log=tester_log,
-            event=lambda event, detail: timeline.add(event, detail),
+            event=timeline.add,
             should_stop=stop_flag.is_set,
         )
         failure: list[StageFailure] = []
@@ -222,6 +227,8 @@ class SuiteRunner:
         started = time.monotonic_ns()
         worker = threading.Thread(target=body, name=f"stage-{stage.slug}", daemon=True)
         worker.start()
+        if self._dirty:
+            self._save()
         worker.join(STAGE_TIMEOUT_S)
         timed_out = worker.is_alive()
         if timed_out:
@@ -236,14 +243,6 @@ class SuiteRunner:
         if previous is not None:
             self._finish_teardown(previous, wait_s=0.0)
 
-        if not stage.kill_before_close:
-            ctx.close_all()
-        termination, next_watch = self._terminate(server, tag)
-        if stage.kill_before_close or timed_out:
-            ctx.close_all()
-        worker.join(1.0)
-        duration_ms = (time.monotonic_ns() - started) / 1e6
-
         passed = not failure
         if passed:
             tester_log(f"{tag} Test passed.")
@@ -256,8 +255,17 @@ class SuiteRunner:
             diagnosis = f"{handoff.kind}: {handoff.evidence.get('explanation', '')} ({diagnosis})"
         if diagnosis and not passed:
             self.say(f"[lab] diagnosis: {diagnosis}")
+
+        # The tester's kill order: rg2/wy1/zu2 keep their clients open while the server dies.
+        if not stage.kill_before_close:
+            ctx.close_all()
+        termination, next_watch = self._terminate(server, tag)
         if termination.sigkill:
             tester_log(f"{tag} {SIGKILL_MESSAGE}")
+        if stage.kill_before_close or timed_out:
+            ctx.close_all()
+        worker.join(1.0)
+        duration_ms = (time.monotonic_ns() - started) / 1e6
 
         result = StageResult(
             slug=stage.slug,

@@ -99,7 +99,7 @@ def _owner_text(inodes: set[int]) -> str:
         owners = procfs.inode_owners(inodes)
     except (ImportError, AttributeError, OSError):
         return ""
-    found = [f"{name} (pid {pid})" for entries in owners.values() for pid, name in entries]
+    found = list(dict.fromkeys(f"{name} (pid {pid})" for entries in owners.values() for pid, name in entries))
     return f" by {', '.join(found)}" if found else ""
 
 
