@@ -306,7 +306,7 @@ class ProgressBoard:
             after = (row.phase, row.trial)
             text = row.line()
         if not self.live_mode and before != after:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def result(self, name: str, result: dict[str, Any]) -> None:
         with self.lock:
@@ -316,13 +316,13 @@ class ProgressBoard:
             changed = row.trial != before
             text = row.line()
         if not self.live_mode and changed:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def say(self, text: str) -> None:
         if self._live is not None:
-            self._live.console.print(text, highlight=False)
+            self._live.console.print(text, highlight=False, soft_wrap=True)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
 
 # --- signals -----------------------------------------------------------------------
@@ -408,7 +408,7 @@ def run_compare(
 ) -> CompareRun:
 
     options.validate()
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     client = client or connect()
     jobs = options.jobs or len(os.sched_getaffinity(0))
     seed = options.seed if options.seed is not None else random.randrange(1, 2**31)
@@ -434,7 +434,7 @@ def run_compare(
                 core_pool.put(core)
         else:
             console.print(f"--pin: {len(cores)} cores for {jobs} jobs, running unpinned "
-                          "(use --jobs <= cores to pin)")
+                          "(use --jobs <= cores to pin)", soft_wrap=True)
 
     started_at = _utc_now()
     summary: dict[str, Any] = {
@@ -460,7 +460,7 @@ def run_compare(
         }
     write_json_atomic(run_dir / "summary.json", summary)
     console.print(f"lab compare: {len(entries)} implementations, {options.trials} trials, "
-                  f"order {options.order}, seed {seed}, {jobs} jobs -> {run_dir}")
+                  f"order {options.order}, seed {seed}, {jobs} jobs -> {run_dir}", soft_wrap=True)
 
     outcomes: dict[str, RunOutcome] = {}
     board = ProgressBoard([e.name for e in entries], options.trials, console)
@@ -560,7 +560,7 @@ def run_compare(
     # Whatever happened above, nothing of this run may stay behind.
     removed = clean_mod.remove_labelled(client, run_id=run_id)
     if removed:
-        console.print(f"removed {len(removed)} leftover resources of run {run_id}")
+        console.print(f"removed {len(removed)} leftover resources of run {run_id}", soft_wrap=True)
     with contextlib.suppress(OSError):
         shutil.rmtree(staging_root)
 
@@ -585,7 +585,7 @@ def run_compare(
 
     table = render(run_dir, options.fmt)
     for line in check.lines():
-        console.print(line, highlight=False, markup=False,
+        console.print(line, highlight=False, markup=False, soft_wrap=True,
                       style="bold red" if problems and not line.startswith("note") else None)
     console.print(table, highlight=False, markup=False, soft_wrap=True)
     for e in entries:
@@ -593,7 +593,7 @@ def run_compare(
         if o.status != "ok":
             console.print(f"{e.name}: {o.status}: {o.error} (log: {o.log_path})",
                           highlight=False, markup=False)
-    console.print(f"results: {run_dir}", highlight=False)
+    console.print(f"results: {run_dir}", highlight=False, soft_wrap=True)
 
     if interrupted:
         code = EXIT_INTERRUPTED

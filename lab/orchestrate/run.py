@@ -262,11 +262,13 @@ class ResultMirror:
         return self.latest
 
 
-# How a forced io_uring backend dies when the ring cannot be set up. eio raises a
-# Unix_error naming io_uring_queue_init; seccomp's refusal is EPERM; a kernel without
-# io_uring says ENOSYS.
+# How a forced io_uring backend dies when the ring cannot be set up: eio_main fails
+# with `Failure("io_uring is not available (permission denied)")` (measured, eio 1.6);
+# other versions raise a Unix_error naming io_uring_queue_init with EPERM, or ENOSYS on a
+# kernel without io_uring.
 _URING_REFUSED = re.compile(
-    r"(uring|eio_linux|io-uring).*(EPERM|ENOSYS|ENOMEM|not permitted|not implemented)"
+    r"(uring|eio_linux).*(EPERM|ENOSYS|ENOMEM|not permitted|not implemented|not available"
+    r"|permission denied)"
     r"|(EPERM|ENOSYS|not permitted|not implemented).*(uring|eio_linux)",
     re.IGNORECASE,
 )
