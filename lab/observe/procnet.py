@@ -136,7 +136,10 @@ def decode_address(hex_address: str) -> tuple[int, str]:
     if len(hex_address) == _IPV6_HEX_WIDTH:
         # Four 32-bit words, each printed in host (little-endian) byte order.
         in_network_order = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-        return socket.AF_INET6, str(ipaddress.IPv6Address(in_network_order))
+        address = ipaddress.IPv6Address(in_network_order)
+        if address.ipv4_mapped is not None:  # a v4 peer of a dual-stack socket, as ss shows it
+            return socket.AF_INET6, f"::ffff:{address.ipv4_mapped}"
+        return socket.AF_INET6, str(address)
     raise ValueError(
         f"address {hex_address!r} has {len(hex_address)} hex digits; "
         f"expected {_IPV4_HEX_WIDTH} (tcp) or {_IPV6_HEX_WIDTH} (tcp6)"

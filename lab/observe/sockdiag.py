@@ -283,7 +283,8 @@ class ListenerSampler:
         )
 
     def close(self) -> None:
-        if self._sock is not None:
+        if getattr(self, "_sock", None) is not None:
+            assert self._sock is not None
             self._sock.close()
             self._sock = None
 
