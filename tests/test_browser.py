@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.report.synth import PROFILES, write_run_dir, with_profile
+from lab.report.synth import PROFILES, with_profile, write_run_dir
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 PROBE = """

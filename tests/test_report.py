@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from lab.report.synth import PROFILES, write_run_dir, with_profile
+from lab.report.synth import PROFILES, with_profile, write_run_dir
 
 SCHEMA = Path(__file__).resolve().parent.parent / "lab" / "schema" / "report.schema.json"
 

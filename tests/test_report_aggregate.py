@@ -16,7 +16,7 @@ from lab.report.aggregate import (
     rows_from_run_dir,
 )
 from lab.report.history import mann_whitney_p, wilson
-from lab.report.synth import write_run_dir, with_profile
+from lab.report.synth import with_profile, write_run_dir
 from lab.report.table import render_table
 
 
