@@ -26,6 +26,7 @@ class PortWatch:
     old_inodes: frozenset[int] = frozenset()
     limit_s: float = DEFAULT_LIMIT_S
     old_gone_at_ns: int | None = None
+    old_last_seen_at_ns: int | None = None  # the last sample that still showed an old listener
     new_up_at_ns: int | None = None
     new_inodes: set[int] = field(default_factory=set)
     samples: int = 0
@@ -52,8 +53,11 @@ class PortWatch:
                     if self.first_sample_at_ns is None:
                         self.first_sample_at_ns = now
                     inodes = {entry.inode for entry in listeners}
-                    if self.old_gone_at_ns is None and not (inodes & self.old_inodes):
-                        self.old_gone_at_ns = now
+                    if self.old_gone_at_ns is None:
+                        if inodes & self.old_inodes:
+                            self.old_last_seen_at_ns = now
+                        else:
+                            self.old_gone_at_ns = now
                     fresh = {i for i in inodes if i not in self.old_inodes}
                     if fresh and self.new_up_at_ns is None:
                         self.new_up_at_ns = now

@@ -306,7 +306,18 @@ class SuiteRunner:
         term = previous.termination
         gone_ms = None if gone_at is None else max(0.0, (gone_at - term.sigterm_at_ns) / 1e6)
         exit_ms = (term.reaped_at_ns - term.sigterm_at_ns) / 1e6
-        ghost_ms = None if gone_ms is None else max(0.0, gone_ms - exit_ms)
+        # A ghost is only what was seen: an old listener still in a sample taken after the
+        # reap. A listener last seen before the reap and missing from the next sample closed
+        # somewhere in between, and the kernel closes a plain listener before it notifies the
+        # parent (exit_files runs before exit_notify), so that is no ghost, however late the
+        # next sample came on a loaded machine.
+        seen_after_reap = watch.old_last_seen_at_ns is not None and watch.old_last_seen_at_ns > term.reaped_at_ns
+        if gone_ms is None:
+            ghost_ms = None
+        elif seen_after_reap:
+            ghost_ms = max(0.0, gone_ms - exit_ms)
+        else:
+            ghost_ms = 0.0
         previous.result.teardown = Teardown(
             sigterm_to_exit_ms=round(exit_ms, 3),
             sigterm_to_listener_gone_ms=None if gone_ms is None else round(gone_ms, 3),
