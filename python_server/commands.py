@@ -108,7 +108,5 @@ def execute(store: Store, args: list[bytes]) -> bytes:
     handler = COMMANDS.get(args[0].upper())
     if handler is None:
         name = args[0][:128].decode("utf-8", "replace")
-        return resp.error(
-            f"ERR unknown command '{name}', with args beginning with: {_quote_args(args[1:])}"
-        )
+        return resp.error(f"ERR unknown command '{name}', with args beginning with: {_quote_args(args[1:])}")
     return handler(store, args)

@@ -111,8 +111,11 @@ class Server:
                 lambda: _Connection(self), self.host, self.port, reuse_address=True
             )
         except OSError as exc:
+            # asyncio rewords bind errors ("error while attempting to bind on address ...");
+            # the errno's own text is the part worth one line.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             print(
-                f"{PROGRAM}: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+                f"{PROGRAM}: cannot listen on {self.host}:{self.port}: {reason}"
                 " (pick a free --port or stop whatever holds it)",
                 file=sys.stderr,
                 flush=True,
@@ -185,10 +188,7 @@ class Server:
         self._parent_alive_write = parent_alive_write
 
     def _become_ghost(self, signal_name: str) -> NoReturn:
-        _say(
-            f"{signal_name}: ghost mode: exiting now; the listener stays open for "
-            f"{self.ghost_ms} ms in a child"
-        )
+        _say(f"{signal_name}: ghost mode: exiting now; the listener stays open for {self.ghost_ms} ms in a child")
         # Exit at once: the kernel closes our connections and our copy of the listener;
         # the child's copy keeps the port in LISTEN.
         os._exit(0)
@@ -251,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A small RESP2 server (PING, ECHO, SET [EX|PX], GET) for handoff-lab.",
     )
     parser.add_argument("--port", type=_port, default=6379, help="TCP port (default 6379)")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
         "--ghost-ms",
         type=_ghost_ms,

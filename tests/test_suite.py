@@ -135,7 +135,7 @@ def test_ctrl_c_stops_the_server_and_keeps_valid_partial_json(port: int, tmp_pat
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

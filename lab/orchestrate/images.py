@@ -237,7 +237,7 @@ def build_image(
             dockerfile,
             f"{image}:latest",
             build_args,
-            log,
+            log=log,
             log_path=log_path,
             on_step=on_step,
         )
@@ -304,7 +304,8 @@ def ensure_images(
             for image in missing:
                 outcomes[image] = BuildOutcome(image, False, f"base images: {error}")
         else:
-            announce(f"base-runtime ready ({bases.runtime})")
+            if bases.method != "present":
+                announce(f"base-runtime ready ({bases.runtime}, made by {bases.method})")
             for image in missing:
                 recipe = catalog.IMAGES[image]
                 step_callback = (lambda n, total, image=image: on_step(image, n, total)) if on_step else None
