@@ -41,7 +41,7 @@ def test_python_server_passes_every_stage_in_every_order(order: str, port: int, 
     assert "[your_program] python_server" in run.stdout
 
 
-@pytest.mark.xdist_group("timing")
+@pytest.mark.timing
 def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path: Path) -> None:
     run = lab_test(["--port", str(port), "--trials", "3", "--timeline"],
                    python_server(port, "--ghost-ms", "6"), tmp_path)
@@ -60,7 +60,7 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])
-@pytest.mark.xdist_group("timing")
+@pytest.mark.timing
 def test_ghost_failures_land_on_handoffs_in_other_orders(order: str, port: int, tmp_path: Path) -> None:
     run = lab_test(["--port", str(port), "--order", order, "--seed", "3"],
                    python_server(port, "--ghost-ms", "6"), tmp_path)
