@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def measure(name: str, command_for_port, stage_runs: int) -> dict[str, float]:

@@ -73,4 +73,13 @@ let () =
   in
   let usage = "eio_server [--port PORT] [--reuse-port] [--shutdown default|graceful|prompt]" in
   Arg.parse specs (fun extra -> raise (Arg.Bad ("unexpected argument " ^ extra))) usage;
-  Eio_main.run (main ~port:!port ~reuse_port:!reuse_port ~shutdown:!shutdown)
+  match Eio_main.run (main ~port:!port ~reuse_port:!reuse_port ~shutdown:!shutdown) with
+  | () -> ()
+  | exception Failure reason when String.starts_with ~prefix:"io_uring" reason ->
+      (* A forced backend that cannot start: say why in words a container user can act on. *)
+      Printf.eprintf
+        "eio_server: %s; EIO_BACKEND=%s forces io_uring and this process may not use it \
+         (in a container: the seccomp profile blocks io_uring_setup; run it with \
+         seccomp=unconfined or a profile allowing io_uring)\n%!"
+        reason (Option.value (Sys.getenv_opt "EIO_BACKEND") ~default:"");
+      exit 2
