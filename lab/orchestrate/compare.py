@@ -447,7 +447,7 @@ def run_compare(
         "options": {"trials": options.trials, "order": options.order, "seed": seed,
                     "jobs": jobs, "pin": core_pool is not None,
                     "until": options.until, "stages": options.stages},
-        "fingerprint": fingerprint(client),
+        "fingerprint": {},  # filled in by a thread: asking compose its version takes ~1 s
         "entries": {},
         "controls": {"ok": None, "problems": []},
     }
@@ -459,6 +459,16 @@ def run_compare(
             "wall_s": None, "overhead_s": None, "suite_s": None, "cpuset": None,
         }
     write_json_atomic(run_dir / "summary.json", summary)
+    summary_lock = threading.Lock()
+
+    def take_fingerprint() -> None:
+        found = fingerprint(client)
+        with summary_lock:
+            summary["fingerprint"] = found
+            write_json_atomic(run_dir / "summary.json", summary)
+
+    fingerprint_thread = threading.Thread(target=take_fingerprint, daemon=True)
+    fingerprint_thread.start()
     console.print(f"lab compare: {len(entries)} implementations, {options.trials} trials, "
                   f"order {options.order}, seed {seed}, {jobs} jobs -> {run_dir}", soft_wrap=True)
 
@@ -488,7 +498,8 @@ def run_compare(
             phase = "done" if outcome.status == "ok" else outcome.status
             board.event(entry.name, phase=phase, ended=time.monotonic(),
                         note=(outcome.error or "")[:60] if outcome.status != "ok" else "")
-            summary["entries"][entry.name]["cpuset"] = req.cpuset
+            with summary_lock:
+                summary["entries"][entry.name]["cpuset"] = req.cpuset
             return outcome
         finally:
             if core is not None and core_pool is not None:
@@ -564,6 +575,7 @@ def run_compare(
     with contextlib.suppress(OSError):
         shutil.rmtree(staging_root)
 
+    fingerprint_thread.join(timeout=30)
     for e in entries:
         o = outcomes[e.name]
         record = summary["entries"][e.name]
@@ -605,10 +617,14 @@ def run_compare(
 
 
 def _not_run(e: Entry, seccomp_mode: str, run_dir: Path) -> RunOutcome:
+    """An entry cut short by an interruption; what its suite had written is kept."""
+    result = run_dir / f"{e.name}.json"
+    started = result.is_file()
     return RunOutcome(
-        impl=e.name, status="interrupted", error="interrupted before it ran", exit_code=None,
-        seccomp=seccomp_mode, result_path=None, log_path=run_dir / "logs" / f"{e.name}.log",
-        wall_s=0.0, overhead_s=None, suite_s=None)
+        impl=e.name, status="interrupted",
+        error="interrupted while running (forced)" if started else "interrupted before it ran",
+        exit_code=None, seccomp=seccomp_mode, result_path=result if started else None,
+        log_path=run_dir / "logs" / f"{e.name}.log", wall_s=0.0, overhead_s=None, suite_s=None)
 
 
 # --- the table and the controls (lab.report owns them) -----------------------------
