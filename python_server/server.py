@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -32,6 +33,7 @@ from python_server.resp import ProtocolError, parse_command
 PROGRAM = "python_server"
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 MAX_GHOST_MS = 60_000
+GHOST_READY_TIMEOUT_S = 5.0
 
 
 def _say(text: str) -> None:
@@ -176,25 +178,38 @@ class Server:
         # the child's read of the other end returns EOF: a parent-death signal that needs
         # no pidfd (which a seccomp profile may refuse).
         parent_alive_read, parent_alive_write = os.pipe()
+        # The child says when it has let go of our pipes and left our process group; we
+        # wait for that before announcing the listener, so a SIGTERM can never find a
+        # ghost still in the group or still holding stdout (under load a fresh child can
+        # take several ms to get a CPU).
+        ready_read, ready_write = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would inherit, and never write, buffered lines
         # Blocked across the fork, so the child can never be stopped by the SIGTERM sent to
         # the parent's group, nor run the parent's handlers.
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
         if os.fork() == 0:
-            _ghost_child(listener_fds, parent_alive_read, self.ghost_ms)
+            _ghost_child(listener_fds, parent_alive_read, ready_write, self.ghost_ms)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         os.close(parent_alive_read)
+        os.close(ready_write)
         self._parent_alive_write = parent_alive_write
+        if not select.select([ready_read], [], [], GHOST_READY_TIMEOUT_S)[0]:
+            print(
+                f"{PROGRAM}: warning: the ghost child was not ready after {GHOST_READY_TIMEOUT_S:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        os.close(ready_read)
 
     def _become_ghost(self, signal_name: str) -> NoReturn:
-        _say(f"{signal_name}: ghost mode: exiting now; the listener stays open for {self.ghost_ms} ms in a child")
+        _say(f"{signal_name}: ghost mode: exiting now; a child keeps the listener open for {self.ghost_ms} ms")
         # Exit at once: the kernel closes our connections and our copy of the listener;
         # the child's copy keeps the port in LISTEN.
         os._exit(0)
 
 
-def _ghost_child(listener_fds: list[int], parent_alive_read: int, ghost_ms: int) -> NoReturn:
+def _ghost_child(listener_fds: list[int], parent_alive_read: int, ready_write: int, ghost_ms: int) -> NoReturn:
     try:
         # Drop the pipes first: the harness waits for their EOF before it sees the reap.
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -202,16 +217,14 @@ def _ghost_child(listener_fds: list[int], parent_alive_read: int, ghost_ms: int)
             os.dup2(devnull, fd)
         os.setsid()  # out of the server's process group: a SIGTERM to the group misses us
         low = 3
-        for fd in sorted({*listener_fds, parent_alive_read}):
+        for fd in sorted({*listener_fds, parent_alive_read, ready_write}):
             os.closerange(low, fd)  # every other inherited fd: the loop's, the write end
             low = fd + 1
         os.closerange(low, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1024))
-        while True:
-            try:
-                if os.read(parent_alive_read, 1) == b"":
-                    break  # EOF: the parent has exited
-            except InterruptedError:
-                continue
+        os.write(ready_write, b"r")
+        os.close(ready_write)
+        while os.read(parent_alive_read, 1):  # b"" (EOF) once the parent has exited
+            pass
         time.sleep(ghost_ms / 1000.0)  # the window, counted from the parent's exit
         for fd in listener_fds:
             os.close(fd)  # LISTEN gone; connections still queued in its backlog get a RST
