@@ -15,6 +15,8 @@ The same implementation on two machines stays two groups (the report labels them
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,32 +143,102 @@ def _read_json(path: Path, kind: str) -> dict[str, Any]:
     return data
 
 
-def load_run_dir(path: Path, problems: list[LoadProblem]) -> Run | None:
-    """Read one run directory; unreadable files are appended to `problems`."""
+# Handoff timelines kept per suite file (per pass/fail verdict and kind): the report shows
+# one failing and one passing example, and the rest only costs memory and pickling.
+EXAMPLES_KEPT = 2
+# Above this many bytes of result JSON, files are parsed in worker processes.
+PARALLEL_BYTES = 8_000_000
+
+
+def digest_suite(data: dict[str, Any]) -> dict[str, Any]:
+    """The suite JSON with what the report never reads dropped (server output, logs,
+    evidence, all but a few handoff timelines). Same shape, so every reader is unchanged."""
+    kept: dict[tuple[bool, str], int] = {}
+    trials = []
+    for trial in data.get("trials") or []:
+        stages = []
+        for stage in trial.get("stages") or []:
+            slim = {k: stage.get(k) for k in ("slug", "title", "position", "passed", "error",
+                                              "diagnosis", "io_uring", "sigkill", "exit_code")}
+            teardown = stage.get("teardown")
+            if isinstance(teardown, dict):
+                slim["teardown"] = {k: teardown.get(k) for k in (
+                    "sigterm_to_exit_ms", "sigterm_to_listener_gone_ms", "ghost_ms", "sigkill")}
+            else:
+                slim["teardown"] = None
+            handoff = stage.get("handoff")
+            if isinstance(handoff, dict):
+                kind = str(handoff.get("kind") or "unknown")
+                key = (bool(stage.get("passed")), kind)
+                timeline = []
+                if kept.get(key, 0) < EXAMPLES_KEPT and handoff.get("timeline"):
+                    kept[key] = kept.get(key, 0) + 1
+                    timeline = handoff["timeline"]
+                slim["handoff"] = {"kind": kind, "timeline": timeline}
+            else:
+                slim["handoff"] = None
+            stages.append(slim)
+        trials.append({"index": trial.get("index"), "all_passed": trial.get("all_passed"),
+                       "stages": stages})
+    digest = {k: v for k, v in data.items() if k != "trials"}
+    digest["trials"] = trials
+    return digest
+
+
+def _load_suite(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(digest, None) or (None, one-line error). Runs in worker processes too."""
+    try:
+        return digest_suite(_read_json(path, "suite")), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _read_summary(path: Path, problems: list[LoadProblem]) -> tuple[Run | None,
+                                                                    list[tuple[Entry, Path]]]:
     summary_path = path / "summary.json"
     try:
         summary = _read_json(summary_path, "compare")
     except ValueError as exc:
         problems.append(LoadProblem(summary_path, str(exc)))
-        return None
+        return None, []
     run = Run(path=path, summary=summary)
     raw_entries = summary.get("entries")
     if not isinstance(raw_entries, dict):
         problems.append(LoadProblem(summary_path, f"{summary_path}: has no 'entries' object"))
-        return None
+        return None, []
+    jobs = []
     for impl, raw_meta in raw_entries.items():
         meta = raw_meta if isinstance(raw_meta, dict) else {}
         entry = Entry(impl=impl, run_id=run.run_id, run_dir=path,
                       fingerprint=run.fingerprint, meta=meta, suite=None)
-        result_file = meta.get("result_file")
-        if result_file:
-            result_path = path / str(result_file)
-            try:
-                entry.suite = _read_json(result_path, "suite")
-            except ValueError as exc:
-                problems.append(LoadProblem(result_path, str(exc)))
-                entry.load_error = f"unreadable result file {result_path}"
+        if meta.get("result_file"):
+            jobs.append((entry, path / str(meta["result_file"])))
         run.entries[impl] = entry
+    return run, jobs
+
+
+def _fill_suites(jobs: list[tuple[Entry, Path]], problems: list[LoadProblem]) -> None:
+    """Parse the result files, in parallel when there is much to parse."""
+    paths = [p for _, p in jobs]
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    workers = min(len(os.sched_getaffinity(0)), len(paths))
+    if total > PARALLEL_BYTES and workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_load_suite, paths, chunksize=max(1, len(paths) // (
+                4 * workers))))
+    else:
+        results = [_load_suite(p) for p in paths]
+    for (entry, path), (suite, error) in zip(jobs, results, strict=True):
+        if error is not None:
+            problems.append(LoadProblem(path, error))
+            entry.load_error = f"unreadable result file {path}"
+        entry.suite = suite
+
+
+def load_run_dir(path: Path, problems: list[LoadProblem]) -> Run | None:
+    """Read one run directory; unreadable files are appended to `problems`."""
+    run, jobs = _read_summary(path, problems)
+    _fill_suites(jobs, problems)
     return run
 
 
@@ -189,6 +261,7 @@ def load_inputs(paths: list[Path]) -> tuple[list[Run], list[LoadProblem]]:
     """Read every run directory named by or found under `paths`."""
     runs: list[Run] = []
     problems: list[LoadProblem] = []
+    jobs: list[tuple[Entry, Path]] = []
     for path in paths:
         if not path.exists():
             problems.append(LoadProblem(path, f"{path}: no such directory"))
@@ -202,9 +275,12 @@ def load_inputs(paths: list[Path]) -> tuple[list[Run], list[LoadProblem]]:
             problems.append(LoadProblem(path, f"{path}: no summary.json in it or below it "
                                               "(not a `lab compare` result directory)"))
         for run_dir in run_dirs:
-            run = load_run_dir(run_dir, problems)
+            run, run_jobs = _read_summary(run_dir, problems)
             if run is not None:
                 runs.append(run)
+                jobs += run_jobs
+    # All result files at once, so a long history is parsed by every core.
+    _fill_suites(jobs, problems)
     return runs, problems
 
 

@@ -41,6 +41,8 @@ def teardown_strip(rows: list[Row]) -> bytes:
     """Every teardown sample of every implementation as a dot (strip plot with jitter), the
     median as a black bar. Symmetric-log x axis: 0.02 ms and a 2 s SIGKILL both show."""
     plt = _pyplot()
+    import numpy as np
+
     rows = [r for r in rows if not r.is_error]
     labels = [r.implementation for r in rows]
     height = max(2.5, 0.42 * len(rows) + 1.2)
@@ -52,9 +54,14 @@ def teardown_strip(rows: list[Row]) -> bytes:
             if not values:
                 ax.text(0, y, "no samples", va="center", fontsize=7, color="grey")
                 continue
-            ys = [y + jitter.uniform(-0.28, 0.28) for _ in values]
-            ax.scatter(values, ys, s=6, alpha=0.35, linewidths=0, rasterized=True,
-                       color="tab:red" if row.ghost_failures else "tab:blue")
+            # numpy arrays: a Python list goes through masked-array conversion per element.
+            xs = np.asarray(values, dtype=float)
+            ys = y + np.asarray([jitter.uniform(-0.28, 0.28) for _ in values])
+            # Line2D markers, not scatter: Agg stamps one marker image, ~10x faster with
+            # the 10^5 samples of a long history.
+            ax.plot(xs, ys, linestyle="none", marker="o", markersize=2.2, alpha=0.35,
+                    markeredgewidth=0, rasterized=True,
+                    color="tab:red" if row.ghost_failures else "tab:blue")
             median = percentile(values, 50)
             ax.plot([median, median], [y - 0.38, y + 0.38], color="black", linewidth=2)
         _symlog_ms(ax)
