@@ -209,3 +209,37 @@ def test_forced_io_uring_fails_loudly_when_seccomp_blocks_it(client: Any) -> Non
     )  # fmt: skip
     assert code == 2, logs
     assert "io_uring is not available" in logs and "seccomp" in logs, logs
+
+
+def test_doctor_measures_io_uring_in_containers(client: Any) -> None:
+    from lab.orchestrate import doctor
+
+    report = doctor.diagnose(client)
+    assert report["engine"]["reachable"] and report["engine"]["init_binary"], report["engine"]
+    probes = report["container_io_uring"]
+    # The override the catalog asks for must give io_uring on a host that has it...
+    if report["host_io_uring"]["works"]:
+        assert probes["seccomp_unconfined"]["works"] is True, probes
+    # ...and the probe must see a block when there is one (Docker >= 25's default).
+    assert probes["blocking_profile"] == {"works": False, "errno": "EPERM"}, probes
+    assert isinstance(probes["default_seccomp"]["works"], bool)
+
+
+def test_a_failing_build_is_an_outcome_with_the_log_tail(client: Any, tmp_path: Path) -> None:
+    from lab.orchestrate import images
+
+    dockerfile = tmp_path / "broken.Dockerfile"
+    dockerfile.write_text(
+        "ARG BASE_RUNTIME\nFROM ${BASE_RUNTIME}\n"
+        "RUN echo about-to-fail-on-purpose && exit 3\n"
+    )
+    bases = base.ensure_bases(client, log=lambda _line: None)
+    outcome = images.build_image(
+        client, "handoff-lab-test/broken", str(dockerfile), bases, log=lambda _line: None
+    )
+    assert outcome.ok is False
+    assert outcome.error is not None and "handoff-lab-test/broken" in outcome.error
+    assert "non-zero code: 3" in outcome.error
+    assert outcome.log_path is not None and str(outcome.log_path) in outcome.error
+    assert "about-to-fail-on-purpose" in outcome.log_path.read_text()
+    assert any("about-to-fail-on-purpose" in line for line in outcome.tail)

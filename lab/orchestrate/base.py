@@ -176,7 +176,8 @@ def ensure_bases(client: Any, log: Log = print, log_dir: Path | None = None) -> 
     runtime = f"{RUNTIME_REPOSITORY}:{digest}"
     build = f"{BUILD_REPOSITORY}:{digest}"
     if _image_exists(client, runtime) and _image_exists(client, build):
-        versions = _versions_from_labels(_labels(client, build))
+        # Bootstrapped bases carry their versions as labels; Dockerfile-built ones are asked.
+        versions = _versions_from_labels(_labels(client, build)) or _installed_versions(client, build)
         log(f"base images present: {runtime}, {build}")
         return BaseImages(runtime, build, "present", digest, versions)
     log_dir = log_dir or Path("results/build-logs")
@@ -230,9 +231,15 @@ def _build_from_registry(client: Any, runtime: str, build: str, log: Log) -> dic
     }
     for target, tag in (("runtime", runtime), ("build", build)):
         stream_build(client, REPO_ROOT, dockerfile, tag, build_args, log=log, target=target, network=True)
+    return _installed_versions(client, build)
+
+
+def _installed_versions(client: Any, image: str) -> dict[str, str]:
+    """The versions of VERSION_PACKAGES installed in ``image`` (dpkg-query in a container)."""
     output = client.containers.run(
-        build,
+        image,
         ["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *VERSION_PACKAGES.values()],
+        network_mode="none",
         remove=True,
     )
     return _parse_versions(output.decode())

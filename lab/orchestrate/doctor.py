@@ -60,13 +60,19 @@ def _run_probe(command: list[str]) -> dict[str, Any]:
         return {"works": False, "errno": None, "error": str(error)[:200]}
 
 
-def probe_container(client: Any, image: str, seccomp_unconfined: bool) -> dict[str, Any]:
-    """Run the probe in a container hardened like ``lab run``'s."""
+BLOCKING_PROFILE = Path(__file__).resolve().parent.parent / "seccomp" / "block-io-uring.json"
+
+
+def probe_container(client: Any, image: str, seccomp: str | None) -> dict[str, Any]:
+    """Run the probe in a container hardened like ``lab run``'s.
+
+    ``seccomp``: None (the engine's default profile), ``"unconfined"``, or a profile's JSON.
+    """
     import docker.errors
 
     security_opt = ["no-new-privileges"]
-    if seccomp_unconfined:
-        security_opt.append("seccomp=unconfined")
+    if seccomp is not None:
+        security_opt.append(f"seccomp={seccomp}")
     container = None
     try:
         container = client.containers.create(
@@ -169,8 +175,12 @@ def diagnose(client: Any | None = None) -> dict[str, Any]:
         report["container_io_uring"] = {"error": "no lab image to probe in: run `lab build --all` first"}
     else:
         report["container_io_uring"] = {
-            "default_seccomp": probe_container(client, probe_image, seccomp_unconfined=False),
-            "seccomp_unconfined": probe_container(client, probe_image, seccomp_unconfined=True),
+            "default_seccomp": probe_container(client, probe_image, None),
+            "seccomp_unconfined": probe_container(client, probe_image, "unconfined"),
+            # The Docker >= 25 situation, reproduced: shows the probe does see a block.
+            "blocking_profile": probe_container(
+                client, probe_image, json.dumps(json.loads(BLOCKING_PROFILE.read_text()))
+            ),
         }
     return report
 
@@ -226,6 +236,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             lines.append(("io_uring, default seccomp", _describe_probe(container["default_seccomp"])))
             lines.append(("io_uring, seccomp=unconfined", _describe_probe(container["seccomp_unconfined"])))
+            lines.append(
+                (
+                    "io_uring, block-io-uring.json",
+                    _describe_probe(container["blocking_profile"]) + " (the Docker >= 25 case)",
+                )
+            )
             lines.append(("probed in", report["probe_image"]))
         for image, size in report["images_mb"].items():
             lines.append((f"image {image}", f"{size} MB" if size is not None else "not built"))

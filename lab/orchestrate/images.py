@@ -147,6 +147,7 @@ def stream_build(
     log: Log,
     target: str | None = None,
     network: bool = False,
+    nocache: bool = False,
     log_path: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[str, int, int]:
@@ -187,6 +188,7 @@ def stream_build(
             decode=True,
             rm=True,
             forcerm=True,
+            nocache=nocache,
         )
         for chunk in stream:
             if "stream" in chunk:
