@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 FORMATS = ("table", "markdown", "html", "json")
@@ -81,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from lab.report.build import build_report, report_json
     from lab.report.history import regressions, render_comparisons
 
+    if args.fmt == "html":
+        # matplotlib takes about a second to import: do it while the result files are
+        # parsed (worker processes do the parsing; this process mostly waits).
+        from lab.report.plots import preload
+
+        threading.Thread(target=preload, name="preload-matplotlib", daemon=True).start()
     report = build_report(list(args.results), args.baseline)
     for problem in report.problems:
         print(f"lab report: error: {problem.message}", file=sys.stderr)

@@ -7,7 +7,6 @@ so only the HTML path pays for it.
 from __future__ import annotations
 
 import io
-import random
 from typing import Any
 
 from lab.report.aggregate import Row, percentile
@@ -29,6 +28,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def preload() -> None:
+    """Import matplotlib ahead of time (from a background thread)."""
+    _pyplot()
+
+
 def _png(fig: Any) -> bytes:
     plt = _pyplot()
     buffer = io.BytesIO()
@@ -47,7 +51,7 @@ def teardown_strip(rows: list[Row]) -> bytes:
     labels = [r.implementation for r in rows]
     height = max(2.5, 0.42 * len(rows) + 1.2)
     fig, axes = plt.subplots(1, 3, figsize=(15, height), sharey=True)
-    jitter = random.Random(0)  # fixed: the same data draws the same picture
+    jitter = np.random.default_rng(0)  # fixed seed: the same data draws the same picture
     for ax, (attr, title) in zip(axes, TEARDOWN_PANELS, strict=True):
         for y, row in enumerate(rows):
             values: list[float] = getattr(row, attr)
@@ -56,7 +60,7 @@ def teardown_strip(rows: list[Row]) -> bytes:
                 continue
             # numpy arrays: a Python list goes through masked-array conversion per element.
             xs = np.asarray(values, dtype=float)
-            ys = y + np.asarray([jitter.uniform(-0.28, 0.28) for _ in values])
+            ys = y + jitter.uniform(-0.28, 0.28, len(values))
             # Line2D markers, not scatter: Agg stamps one marker image, ~10x faster with
             # the 10^5 samples of a long history.
             ax.plot(xs, ys, linestyle="none", marker="o", markersize=2.2, alpha=0.35,
@@ -64,7 +68,8 @@ def teardown_strip(rows: list[Row]) -> bytes:
                     color="tab:red" if row.ghost_failures else "tab:blue")
             median = percentile(values, 50)
             ax.plot([median, median], [y - 0.38, y + 0.38], color="black", linewidth=2)
-        _symlog_ms(ax)
+        _symlog_ms(ax, max((max(getattr(r, attr)) for r in rows if getattr(r, attr)),
+                           default=1.0))
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
     axes[0].set_ylim(len(rows) - 0.5, -0.5)
@@ -128,7 +133,8 @@ def handoff_timelines(pairs: list[tuple[str, HandoffExample, HandoffExample | No
             for i, (t, ev) in enumerate(zip(times, events, strict=True)):
                 ax.annotate(str(ev.get("event")), (t, lane), xytext=(0, (7, -12, 16)[i % 3]),
                             textcoords="offset points", fontsize=7, ha="center")
-        _symlog_ms(ax)
+        _symlog_ms(ax, max((float(ev.get("t_us", 0)) / 1000 for e, _ in lanes
+                            for ev in e.events), default=1.0))
         ax.set_yticks(range(len(lanes)), ["failing" if e is failing else "passing"
                                           for e, _ in lanes], fontsize=8)
         ax.set_ylim(-0.8, len(lanes) - 0.2)
@@ -144,15 +150,16 @@ def handoff_timelines(pairs: list[tuple[str, HandoffExample, HandoffExample | No
     return _png(fig)
 
 
-def _symlog_ms(ax: Any) -> None:
-    """Symmetric-log millisecond axis with a few labelled decades and no minor ticks
-    (tick labels dominate the render time)."""
+def _symlog_ms(ax: Any, upper: float) -> None:
+    """Symmetric-log millisecond axis from 0 to a bit beyond `upper`, with a few labelled
+    decades and no minor ticks (tick labels dominate the render time)."""
     from matplotlib.ticker import NullLocator
 
+    right = max(2.0, upper * 1.4)
     ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlim(left=0)
-    ax.set_xticks([0, 0.5, 1, 10, 100, 1000, 10000], ["0", "0.5", "1", "10", "100", "1000",
-                                                      "10000"])
+    ax.set_xlim(0, right)
+    ticks = [t for t in (0, 0.5, 1, 10, 100, 1000, 10000, 100000) if t <= right]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(axis="x", alpha=0.3)
 
