@@ -4,6 +4,7 @@ harness past its wall-clock limit, and nothing labelled left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -94,6 +95,16 @@ def test_compare_five_controls_pass_ghost_caught(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     summary = summary_of(out)
     assert summary["kind"] == "compare" and summary["controls"]["ok"] is True
+    # The documented format (SCHEMA.md), key for key.
+    assert {"schema_version", "kind", "run_id", "started_at", "finished_at", "command", "options",
+            "fingerprint", "entries", "controls"} <= set(summary)
+    assert {"trials", "order", "seed", "jobs", "pin"} <= set(summary["options"])
+    assert summary["options"]["trials"] == 2 and summary["options"]["seed"] == 11
+    assert {"kernel", "docker", "compose", "cores", "lab_revision", "python", "host"} <= set(
+        summary["fingerprint"])
+    for entry in summary["entries"].values():
+        assert {"status", "error", "image", "image_labels", "seccomp", "needs_io_uring", "expected",
+                "result_file", "log_file", "wall_s", "overhead_s"} <= set(entry)
     assert set(summary["entries"]) == set(names)
     for name in names:
         entry = summary["entries"][name]
@@ -200,3 +211,35 @@ def test_harness_past_its_limit_is_an_error_row(tmp_path: Path) -> None:
     assert entry["wall_s"] < 6 + 10
     assert "timed out" in done.stdout
     assert labelled(summary_of(out)["run_id"]) == []
+
+
+@pytest.mark.docker
+def test_lab_clean_removes_what_a_killed_run_left(tmp_path: Path) -> None:
+    import uuid
+
+    import docker
+
+    ensure_images(["python"])
+    client = docker.from_env()
+    run_id = f"test-clean-{uuid.uuid4().hex[:8]}"
+    labels = {LABEL_RUN_ID: run_id, "lab.impl": "python"}
+    container = client.containers.run(
+        "handoff-lab/python", entrypoint=["python3", "-c", "import time; time.sleep(120)"],
+        command=[], labels=labels, detach=True, network_mode="none", name=f"lab-{run_id}")
+    network = client.networks.create(f"lab-{run_id}", labels=labels)
+    volume = client.volumes.create(f"lab-{run_id}", labels=labels)
+    try:
+        done = lab("clean", "--run-id", run_id, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert f"removed container lab-{run_id}" in done.stdout
+        assert f"removed network lab-{run_id}" in done.stdout
+        assert f"removed volume lab-{run_id}" in done.stdout
+        assert labelled(run_id) == []
+        assert not client.networks.list(filters={"label": f"{LABEL_RUN_ID}={run_id}"})
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+        with contextlib.suppress(docker.errors.APIError):
+            volume.remove(force=True)
