@@ -10,6 +10,8 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,11 @@ class PortWatch:
     port: int
     old_inodes: frozenset[int] = frozenset()
     limit_s: float = DEFAULT_LIMIT_S
+    # A pidfd of the dying server, owned by the watch: the exit is then timed by the same
+    # thread and cadence as the listener, so `gone - exited` is not skewed by the GIL
+    # delaying another thread's timestamp (seen as several ms on a loaded machine).
+    exit_fd: int | None = None
+    exited_at_ns: int | None = None
     old_gone_at_ns: int | None = None
     old_last_seen_at_ns: int | None = None  # the last sample that still showed an old listener
     new_up_at_ns: int | None = None
@@ -43,11 +50,24 @@ class PortWatch:
 
     def _loop(self) -> None:
         deadline = time.monotonic_ns() + int(self.limit_s * 1e9)
+        poller = select.poll()
+        if self.exit_fd is not None:
+            poller.register(self.exit_fd, select.POLLIN)
+        try:
+            self._sample_until_done(deadline, poller)
+        finally:
+            if self.exit_fd is not None:
+                os.close(self.exit_fd)
+
+    def _sample_until_done(self, deadline: int, poller: select.poll) -> None:
         with ListenerSampler(self.port) as sampler:
             while not self._stop.is_set():
+                exited = self.exit_fd is not None and self.exited_at_ns is None and bool(poller.poll(0))
                 listeners = sampler.sample()
                 now = time.monotonic_ns()
                 with self._lock:
+                    if exited:
+                        self.exited_at_ns = now
                     self.samples += 1
                     self.last_sample = listeners
                     if self.first_sample_at_ns is None:
@@ -62,7 +82,11 @@ class PortWatch:
                     if fresh and self.new_up_at_ns is None:
                         self.new_up_at_ns = now
                         self.new_inodes |= fresh
-                    done = self.old_gone_at_ns is not None and self.new_up_at_ns is not None
+                    done = (
+                        self.old_gone_at_ns is not None
+                        and self.new_up_at_ns is not None
+                        and (self.exit_fd is None or self.exited_at_ns is not None)
+                    )
                 if done or now > deadline:
                     break
                 time.sleep(SAMPLE_PAUSE_S)

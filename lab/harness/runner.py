@@ -291,7 +291,11 @@ class SuiteRunner:
         self.say(f"{tag} Terminating program")
         with ListenerSampler(self.options.port) as sampler:
             old_inodes = frozenset(entry.inode for entry in sampler.sample())
-        watch = PortWatch(self.options.port, old_inodes=old_inodes)
+        try:
+            exit_fd: int | None = os.pidfd_open(server.pid)
+        except ProcessLookupError:  # it already exited and was reaped
+            exit_fd = None
+        watch = PortWatch(self.options.port, old_inodes=old_inodes, exit_fd=exit_fd)
         termination = server.terminate(on_sigterm=lambda _at: watch.start())
         if not termination.sigkill:
             self.say(f"{tag} Program terminated successfully")
@@ -311,11 +315,14 @@ class SuiteRunner:
         # somewhere in between, and the kernel closes a plain listener before it notifies the
         # parent (exit_files runs before exit_notify), so that is no ghost, however late the
         # next sample came on a loaded machine.
-        seen_after_reap = watch.old_last_seen_at_ns is not None and watch.old_last_seen_at_ns > term.reaped_at_ns
-        if gone_ms is None:
+        # The exit as the watch thread saw it (same thread, same cadence as the listener
+        # samples); the reaper thread's timestamp when the watch had no pidfd.
+        exited_at = watch.exited_at_ns or term.reaped_at_ns
+        seen_after_exit = watch.old_last_seen_at_ns is not None and watch.old_last_seen_at_ns >= exited_at
+        if gone_at is None:
             ghost_ms = None
-        elif seen_after_reap:
-            ghost_ms = max(0.0, gone_ms - exit_ms)
+        elif seen_after_exit:
+            ghost_ms = max(0.0, (gone_at - exited_at) / 1e6)
         else:
             ghost_ms = 0.0
         previous.result.teardown = Teardown(
