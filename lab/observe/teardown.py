@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import statistics
 import sys
@@ -36,15 +37,39 @@ from lab.observe import procfs
 from lab.observe.sockdiag import Listener, ListenerSampler
 
 DEFAULT_DEADLINE_S = 5.0
-# Pause between samples; 0 means back to back. Each sample's send() and recv() release
-# the GIL, which is enough for the reaper and dialing threads to run. Measured here (2
-# cores, kernel 6.18, python 3.11): back to back, one sample every ~25-30 us; a
-# time.sleep(0) between samples costs ~95 us by itself (timer slack applies even to a
-# zero sleep), so 0 means no sleep call at all. One core stays busy only for the window.
-DEFAULT_PAUSE_S = 0.0
+# How the watch thread is scheduled. Measured here (2 cores, kernel 6.18, python 3.11),
+# error = first sample seeing no listener minus the moment a test server's child
+# actually closed it (ground truth logged by the child), 12 trials each:
+#   - idle machine, normal scheduling, back to back: one sample every ~25 us, error
+#     within one or two samples. (A time.sleep(0) between samples would cost ~95 us by
+#     itself: timer slack applies even to a zero sleep, so "back to back" means no sleep.)
+#   - loaded machine (load average 7-8 on the 2 cores: other Docker runs), normal
+#     scheduling, back to back: the CPU-bound thread is starved for ms at a time:
+#     error median 1.3-5.6 ms, max 30 ms. nice -10 did not help much (2.4 ms median).
+#   - loaded, SCHED_FIFO priority 1 with a 50 us sleep between samples (RT threads have
+#     no timer slack; one sample every ~145 us, about a third of one core): error median
+#     43-56 us, p90 ~120 us. With shorter sleeps (20-30 us) the RT thread starved the
+#     reaper thread and the errors grew to tens of ms: 50 us it is.
+# So the watch asks for SCHED_FIFO (best effort: a container without CAP_SYS_NICE says
+# EPERM) and sleeps 50 us between samples; without it, it samples back to back.
+REALTIME_PRIORITY = 1
+REALTIME_PAUSE_S = 50e-6
+NORMAL_PAUSE_S = 0.0
 POST_REAP_DIAL_TIMEOUT_S = 1.0
 PING = b"*1\r\n$4\r\nPING\r\n"
 PONG = b"+PONG\r\n"
+
+
+def _try_realtime() -> bool:
+    """Move the calling thread to SCHED_FIFO; False where that is not allowed (EPERM
+    without CAP_SYS_NICE, as in a default container) or not available."""
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -61,7 +86,8 @@ class ListenerWatch:
     track_inodes: frozenset[int] | None = None  # the old server's listeners, if known
     exclude_inodes: frozenset[int] = frozenset()  # never the old server's (a new server's)
     deadline_s: float = DEFAULT_DEADLINE_S  # after the SIGTERM
-    pause_s: float = DEFAULT_PAUSE_S
+    realtime: bool = True  # try SCHED_FIFO for the watch thread (see REALTIME_PAUSE_S)
+    pause_s: float | None = None  # None: REALTIME_PAUSE_S under SCHED_FIFO, else 0
     # Results, written by the watch thread (read them after wait() or stop()).
     armed_at_ns: int | None = None
     first_sample_at_ns: int | None = None
@@ -76,6 +102,7 @@ class ListenerWatch:
     last_seen_at_ns: int | None = None
     samples: int = 0
     ended_by: str | None = None  # gone | deadline | stopped | error: ...
+    scheduling: str = "normal"  # or "fifo" when the realtime request was granted
     max_gap_ns: int = 0
     _gaps_ns: list[int] = field(default_factory=list)
     _tracked_inodes: set[int] | None = None
@@ -127,12 +154,20 @@ class ListenerWatch:
         assert self._tracked_inodes is not None
         return entry.inode in self._tracked_inodes or entry.cookie in self._tracked_cookies
 
+    def _schedule(self) -> float:
+        """Ask for SCHED_FIFO for this thread; return the pause between samples."""
+        if self.realtime and _try_realtime():
+            self.scheduling = "fifo"
+        if self.pause_s is not None:
+            return self.pause_s
+        return REALTIME_PAUSE_S if self.scheduling == "fifo" else NORMAL_PAUSE_S
+
     def _run(self) -> None:
         assert self._sampler is not None and self.sigterm_at_ns is not None
         sampler = self._sampler
         deadline = self.sigterm_at_ns + int(self.deadline_s * 1e9)
         clock = time.monotonic_ns
-        pause = self.pause_s
+        pause = self._schedule()
         previous_end: int | None = None
         try:
             while True:
@@ -259,12 +294,15 @@ class ProbeSample:
     sigterm_to_listener_gone_ms: float | None
     ghost_ms: float | None
     sigkill: bool
-    post_reap_dial: str  # refused | accepted | timeout | <errno name>
+    post_reap_dial: str  # refused | accepted | timeout | not-reaped | <errno name>
+    post_reap_dial_delay_us: float | None  # from the exit (reap) to the connect() call
+    reaper_lag_us: float  # how much later the harness's reaper noticed the exit
     listener_seen: bool
     listener_inodes: list[int]
     samples: int
     sample_gap_us: float | None
     gone_uncertainty_us: float | None
+    watch_scheduling: str
     io_uring: bool | None
     exit_code: int | None
     ping: str  # pong | <what came back instead>
@@ -287,6 +325,58 @@ def dial_once(port: int, timeout_s: float = POST_REAP_DIAL_TIMEOUT_S) -> str:
     finally:
         sock.close()
     return "accepted"
+
+
+class PostReapDialer:
+    """Times the server's exit and dials once right after it, from its own (SCHED_FIFO
+    when allowed) thread.
+
+    The exit instant comes from a pidfd opened before the SIGTERM, which becomes
+    readable when the process exits, i.e. when a prompt parent (the Go tester) reaps
+    it. The harness's Python reaper thread can notice the same exit milliseconds late
+    on a loaded machine (measured: up to 43 ms at load average 9 on 2 cores), which
+    would both inflate "exit" and push the dial past a 6 ms ghost window; so the
+    window and the dial use the pidfd, and the reaper's lag is recorded beside them.
+    Without a pidfd the dial waits for ServerProcess's reap instead.
+    """
+
+    def __init__(self, server: ServerProcess, port: int, wait_s: float) -> None:
+        self._server = server
+        self._port = port
+        self._wait_s = wait_s
+        self.result = "not-reaped"
+        self.exited_at_ns: int | None = None
+        self.dialed_at_ns: int | None = None
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(server.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel, or already reaped)
+            self._pidfd = None
+        self._thread = threading.Thread(target=self._run, name="post-reap-dial", daemon=True)
+
+    def start(self) -> PostReapDialer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        _try_realtime()
+        try:
+            if self._pidfd is not None:
+                poller = select.poll()
+                poller.register(self._pidfd, select.POLLIN)
+                if poller.poll(int(self._wait_s * 1000)):
+                    self.exited_at_ns = time.monotonic_ns()
+        finally:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+        if self.exited_at_ns is None and not self._server.wait_exit(self._wait_s):
+            return
+        self.dialed_at_ns = time.monotonic_ns()
+        self.result = dial_once(self._port)
+
+    def join(self, timeout_s: float) -> str:
+        self._thread.join(timeout_s)
+        return self.result
 
 
 def _ping(client_sock: socket.socket) -> str:
@@ -347,11 +437,18 @@ def probe_once(
         ping = _ping(client)
         io_uring = procfs.holds_io_uring(server.pid)
         watch.arm()
+        # Grace (2 s) + the SIGKILL wait (1 s) bound the reap; then one more second.
+        dialer = PostReapDialer(server, port, wait_s=4.0).start()
         termination = server.terminate(on_sigterm=watch.start)
-        post_reap_dial = dial_once(port)
+        post_reap_dial = dialer.join(POST_REAP_DIAL_TIMEOUT_S + 2.0)
+        reaped_at = termination.reaped_at_ns
+        # The exit as the pidfd saw it; the reaper thread's timestamp only if that failed.
+        exited_at = dialer.exited_at_ns if dialer.exited_at_ns is not None else reaped_at
+        exited_at = min(exited_at, reaped_at)
+        dial_delay_us = None if dialer.dialed_at_ns is None else round((dialer.dialed_at_ns - exited_at) / 1000.0, 1)
         watch.wait(deadline_s + 1.0)
         watch.stop()
-        teardown = teardown_from_watch(termination.sigterm_at_ns, termination.reaped_at_ns, watch, termination.sigkill)
+        teardown = teardown_from_watch(termination.sigterm_at_ns, exited_at, watch, termination.sigkill)
         return ProbeSample(
             trial=trial,
             sigterm_to_exit_ms=teardown.sigterm_to_exit_ms,
@@ -359,11 +456,14 @@ def probe_once(
             ghost_ms=teardown.ghost_ms,
             sigkill=teardown.sigkill,
             post_reap_dial=post_reap_dial,
+            post_reap_dial_delay_us=dial_delay_us,
+            reaper_lag_us=round((reaped_at - exited_at) / 1000.0, 1),
             listener_seen=teardown.listener_seen,
             listener_inodes=teardown.listener_inodes,
             samples=teardown.samples,
             sample_gap_us=None if watch.median_gap_us is None else round(watch.median_gap_us, 1),
             gone_uncertainty_us=None if watch.gone_uncertainty_us is None else round(watch.gone_uncertainty_us, 1),
+            watch_scheduling=watch.scheduling,
             io_uring=io_uring,
             exit_code=termination.exit_code,
             ping=ping,
@@ -405,6 +505,7 @@ def summarize(samples: list[ProbeSample]) -> dict[str, Any]:
     summary["io_uring"] = sum(1 for s in samples if s.io_uring)
     gaps = [s.sample_gap_us for s in samples if s.sample_gap_us is not None]
     summary["sample_gap_us_median"] = round(statistics.median(gaps), 1) if gaps else None
+    summary["watch_scheduling"] = sorted({s.watch_scheduling for s in samples})
     return summary
 
 
