@@ -17,8 +17,7 @@ from datetime import datetime
 from lab.observe import procfs, procnet
 from lab.observe.procnet import TcpRow
 
-HEADERS = ["sl", "local", "remote", "state", "tx_q", "rx_q", "timer", "retr", "uid", "inode",
-           "process"]
+HEADERS = ["sl", "local", "remote", "state", "tx_q", "rx_q", "timer", "retr", "uid", "inode", "process"]
 
 RowKey = tuple[int, str, int, str, int]
 
@@ -28,16 +27,20 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, metavar="N",
-                        help="only sockets whose local or remote port is N")
-    parser.add_argument("--state", metavar="NAME",
-                        help="only this state, case-insensitive (listen, established, time_wait, ...)")
-    parser.add_argument("--from", dest="from_file", metavar="FILE",
-                        help="decode a saved copy of /proc/net/tcp or /proc/net/tcp6 instead")
-    parser.add_argument("--watch", action="store_true",
-                        help="re-sample and print what changes until Ctrl-C")
-    parser.add_argument("--interval-ms", type=int, default=200, metavar="M",
-                        help="sampling interval of --watch (default 200 ms)")
+    parser.add_argument("--port", type=int, metavar="N", help="only sockets whose local or remote port is N")
+    parser.add_argument(
+        "--state", metavar="NAME", help="only this state, case-insensitive (listen, established, time_wait, ...)"
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="decode a saved copy of /proc/net/tcp or /proc/net/tcp6 instead",
+    )
+    parser.add_argument("--watch", action="store_true", help="re-sample and print what changes until Ctrl-C")
+    parser.add_argument(
+        "--interval-ms", type=int, default=200, metavar="M", help="sampling interval of --watch (default 200 ms)"
+    )
 
 
 def _filters(args: argparse.Namespace) -> tuple[int | None, int | None]:
@@ -77,16 +80,24 @@ def _owner_names(rows: list[TcpRow]) -> dict[int, str]:
     if not inodes:
         return {}
     owners = procfs.inode_owners(inodes)
-    return {
-        inode: ", ".join(f"{pid}/{name}" for pid, name in entries)
-        for inode, entries in owners.items()
-    }
+    return {inode: ", ".join(f"{pid}/{name}" for pid, name in entries) for inode, entries in owners.items()}
 
 
 def _cells(row: TcpRow, owners: dict[int, str]) -> list[object]:
     timer = row.timer_kind if row.timer == 0 else f"{row.timer_kind}:{row.timer_ticks}"
-    return [row.slot, row.local, row.remote, row.state, row.tx_queue, row.rx_queue, timer,
-            row.retransmits, row.uid, row.inode, owners.get(row.inode, "")]
+    return [
+        row.slot,
+        row.local,
+        row.remote,
+        row.state,
+        row.tx_queue,
+        row.rx_queue,
+        timer,
+        row.retransmits,
+        row.uid,
+        row.inode,
+        owners.get(row.inode, ""),
+    ]
 
 
 def format_table(rows: list[TcpRow], owners: dict[int, str]) -> str:
@@ -101,8 +112,7 @@ def format_table(rows: list[TcpRow], owners: dict[int, str]) -> str:
 def _plain_table(table: list[list[object]]) -> str:
     text = [[str(cell) for cell in row] for row in [HEADERS, *table]]
     widths = [max(len(row[i]) for row in text) for i in range(len(HEADERS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in text)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in text)
 
 
 def _key(row: TcpRow) -> RowKey:
@@ -123,14 +133,15 @@ def _watch(args: argparse.Namespace, port: int | None, state: int | None) -> int
             owners = _owner_names(appeared)
             for row in appeared:
                 owner = owners.get(row.inode)
-                print(f"{stamp} + {row.local} {row.remote} {row.state} inode {row.inode}"
-                      + (f" ({owner})" if owner else ""))
+                print(
+                    f"{stamp} + {row.local} {row.remote} {row.state} inode {row.inode}"
+                    + (f" ({owner})" if owner else "")
+                )
             for key, row in previous.items():
                 if key not in current:
                     print(f"{stamp} - {row.local} {row.remote} {row.state} inode {row.inode}")
                 elif current[key].state_code != row.state_code:
-                    print(f"{stamp} ~ {row.local} {row.remote} {row.state} -> "
-                          f"{current[key].state}")
+                    print(f"{stamp} ~ {row.local} {row.remote} {row.state} -> {current[key].state}")
             sys.stdout.flush()
             previous = current
     except KeyboardInterrupt:

@@ -30,11 +30,16 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trials", type=int, default=10, metavar="N",
-                        help="how many start/PING/SIGTERM cycles (default 10)")
-    parser.add_argument("--port", type=int, default=6379, metavar="P",
-                        help="the port the server listens on (default 6379); {port} in CMD "
-                             "is replaced by it")
+    parser.add_argument(
+        "--trials", type=int, default=10, metavar="N", help="how many start/PING/SIGTERM cycles (default 10)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=6379,
+        metavar="P",
+        help="the port the server listens on (default 6379); {port} in CMD is replaced by it",
+    )
     parser.add_argument("--json", metavar="PATH", help="write samples and summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("server_command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
@@ -45,8 +50,10 @@ def _command(args: argparse.Namespace) -> list[str]:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise UsageError("no server command: put it after --, e.g. "
-                         "lab teardown --port 6379 -- python3 -m python_server --port {port}")
+        raise UsageError(
+            "no server command: put it after --, e.g. "
+            "lab teardown --port 6379 -- python3 -m python_server --port {port}"
+        )
     command = [part.replace("{port}", str(args.port)) for part in command]
     program = command[0]
     if os.sep in program:
@@ -73,8 +80,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
         owners = procfs.inode_owners({entry.inode for entry in listeners})
         named = [f"{name} (pid {pid})" for entries in owners.values() for pid, name in entries]
         by = f" by {', '.join(named)}" if named else ""
-        raise UsageError(f"port {args.port} is already taken{by}; stop it or pick another "
-                         "with --port")
+        raise UsageError(f"port {args.port} is already taken{by}; stop it or pick another with --port")
     return command
 
 
@@ -91,16 +97,18 @@ def _sample_line(sample: ProbeSample) -> str:
         extra.append(f"PING got {sample.ping}")
     if sample.watch_ended_by not in ("gone", None):
         extra.append(f"watch {sample.watch_ended_by}")
-    return (f"trial {sample.trial + 1:3d}: exit {ms(sample.sigterm_to_exit_ms)} ms  "
-            f"listener gone {ms(sample.sigterm_to_listener_gone_ms)} ms  "
-            f"ghost {ms(sample.ghost_ms)} ms  post-reap dial {sample.post_reap_dial}"
-            + (f"  [{', '.join(extra)}]" if extra else ""))
+    return (
+        f"trial {sample.trial + 1:3d}: exit {ms(sample.sigterm_to_exit_ms)} ms  "
+        f"listener gone {ms(sample.sigterm_to_listener_gone_ms)} ms  "
+        f"ghost {ms(sample.ghost_ms)} ms  post-reap dial {sample.post_reap_dial}"
+        + (f"  [{', '.join(extra)}]" if extra else "")
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'window (ms from SIGTERM)':30} {'median':>9} {'p95':>9} {'max':>9}"]
     labels = {
-        "sigterm_to_exit_ms": "SIGTERM -> reaped",
+        "sigterm_to_exit_ms": "SIGTERM -> exit (reap)",
         "sigterm_to_listener_gone_ms": "SIGTERM -> listener gone",
         "ghost_ms": "ghost (gone - reaped)",
     }
@@ -115,7 +123,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"post-reap dials accepted by a dying listener: {summary['post_reap_accepted']}"
         f"/{summary['trials']}; SIGKILL escalations: {summary['sigkill']}; "
         f"io_uring fd held: {summary['io_uring']}/{summary['trials']}; "
-        f"sample gap median: {summary['sample_gap_us_median']} us"
+        f"sample gap median: {summary['sample_gap_us_median']} us; "
+        f"harness reaper lag median: {summary['reaper_lag_us_median']} us"
     )
     return "\n".join(lines)
 
@@ -146,15 +155,18 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(samples)
     print(format_summary(summary))
     if args.json:
-        write_json_atomic(args.json, {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "teardown",
-            "command": command,
-            "port": args.port,
-            "trials": args.trials,
-            "environment": {"kernel": os.uname().release, "cores": os.cpu_count()},
-            "samples": [asdict(sample) for sample in samples],
-            "summary": summary,
-        })
+        write_json_atomic(
+            args.json,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "teardown",
+                "command": command,
+                "port": args.port,
+                "trials": args.trials,
+                "environment": {"kernel": os.uname().release, "cores": os.cpu_count()},
+                "samples": [asdict(sample) for sample in samples],
+                "summary": summary,
+            },
+        )
         print(f"result written to {args.json}")
     return 0

@@ -505,6 +505,7 @@ def summarize(samples: list[ProbeSample]) -> dict[str, Any]:
     summary["io_uring"] = sum(1 for s in samples if s.io_uring)
     gaps = [s.sample_gap_us for s in samples if s.sample_gap_us is not None]
     summary["sample_gap_us_median"] = round(statistics.median(gaps), 1) if gaps else None
+    summary["reaper_lag_us_median"] = round(statistics.median(s.reaper_lag_us for s in samples), 1) if samples else None
     summary["watch_scheduling"] = sorted({s.watch_scheduling for s in samples})
     return summary
 
