@@ -40,7 +40,10 @@ def build_uring_listener(directory: Path) -> Path:
     binary = directory / "uring_listener"
     build = subprocess.run(
         [compiler, "-O2", "-Wall", "-Werror", "-o", str(binary), str(URING_SOURCE), "-luring"],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert build.returncode == 0, f"cc failed:\n{build.stderr}"
     return binary
@@ -68,13 +71,10 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
         process.wait()
 
 
-def test_io_uring_fixture_is_detected(
-    tmp_path: Path, started: list[subprocess.Popen[bytes]]
-) -> None:
+def test_io_uring_fixture_is_detected(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> None:
     binary = build_uring_listener(tmp_path)
     port = free_port()
-    server = subprocess.Popen([str(binary), str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server = subprocess.Popen([str(binary), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     started.append(server)
     wait_listening(server, port)
     assert procfs.holds_io_uring(server.pid) is True
@@ -82,8 +82,9 @@ def test_io_uring_fixture_is_detected(
 
 def test_python_server_holds_no_io_uring(started: list[subprocess.Popen[bytes]]) -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "python_server", "--port", str(port)],
-                              cwd=ROOT, env=env(), stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "python_server", "--port", str(port)], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL
+    )
     started.append(server)
     wait_listening(server, port)
     assert procfs.holds_io_uring(server.pid) is False

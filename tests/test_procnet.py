@@ -16,22 +16,20 @@ from lab.observe import procfs, procnet
 from tests.conftest import free_port
 from tests.harness_util import ROOT, env
 
-HEADER = (
-    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
-    "timeout inode\n"
-)
-SEED_LISTENER = (
-    "0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1635131"
-)
-SEED_TIME_WAIT = (
-    "1: 0100007F:C6D8 0100007F:18EB 06 00000000:00000000 03:0000176F 00000000 0 0 0"
-)
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+SEED_LISTENER = "0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1635131"
+SEED_TIME_WAIT = "1: 0100007F:C6D8 0100007F:18EB 06 00000000:00000000 03:0000176F 00000000 0 0 0"
 
 
 def lab(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lab", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env(),
+        check=False,
     )
 
 
@@ -65,8 +63,20 @@ def test_table_with_header_keeps_both_seed_rows() -> None:
 
 
 def test_every_state_code_has_its_kernel_name() -> None:
-    expected = ["ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-                "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"]
+    expected = [
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
+    ]
     for code, name in enumerate(expected, start=1):
         line = SEED_LISTENER.replace(" 0A ", f" {code:02X} ")
         assert procnet.parse_row(line).state == name
@@ -75,13 +85,10 @@ def test_every_state_code_has_its_kernel_name() -> None:
 
 def test_ipv6_word_layout() -> None:
     # ::1 is printed as four little-endian words: the last word 0x00000001 -> 01000000.
-    assert procnet.decode_address("00000000000000000000000001000000") == (
-        socket.AF_INET6, "::1")
+    assert procnet.decode_address("00000000000000000000000001000000") == (socket.AF_INET6, "::1")
     # 2001:db8::ff00:42:8329 -> words 20010db8 00000000 0000ff00 00428329, each byte-swapped.
-    assert procnet.decode_address("B80D01200000000000FF000029834200") == (
-        socket.AF_INET6, "2001:db8::ff00:42:8329")
-    assert procnet.decode_address("0000000000000000FFFF00000100007F") == (
-        socket.AF_INET6, "::ffff:127.0.0.1")
+    assert procnet.decode_address("B80D01200000000000FF000029834200") == (socket.AF_INET6, "2001:db8::ff00:42:8329")
+    assert procnet.decode_address("0000000000000000FFFF00000100007F") == (socket.AF_INET6, "::ffff:127.0.0.1")
 
 
 @pytest.mark.parametrize(
@@ -208,9 +215,12 @@ def test_lab_sockets_live_shows_owner_process() -> None:
 def test_lab_sockets_watch_prints_changes_and_exits_0_on_ctrl_c() -> None:
     port = free_port()
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "lab", "sockets", "--watch", "--interval-ms", "20",
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env(),
+        [sys.executable, "-m", "lab", "sockets", "--watch", "--interval-ms", "20", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env(),
     )
     listener: socket.socket | None = None
     try:

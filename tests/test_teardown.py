@@ -47,8 +47,9 @@ def test_watch_tracks_the_old_listener_not_the_next_servers() -> None:
     old = _reuseport_listener(port)
     watch = ListenerWatch(port, deadline_s=5.0)
     new: socket.socket | None = None
+    old_inode = _inode(old)
     try:
-        assert watch.arm() == {_inode(old)}
+        assert watch.arm() == {old_inode}
         watch.start(time.monotonic_ns())
         time.sleep(0.02)
         new = _reuseport_listener(port)  # the next stage's server, while the old one lingers
@@ -62,7 +63,7 @@ def test_watch_tracks_the_old_listener_not_the_next_servers() -> None:
         # Seen within a few samples of the close, although `new` still listens.
         assert 0 < watch.listener_gone_at_ns - closed_at < 50_000_000
         assert _inode(new) in watch.other_inodes
-        assert watch.inodes_seen == {_inode(old)} if False else _inode(new) not in watch.inodes_seen
+        assert watch.inodes_seen == {old_inode}
     finally:
         watch.stop()
         old.close()
@@ -144,8 +145,7 @@ def test_teardown_arithmetic() -> None:
     watch.listener_gone_at_ns = 1_000_000_000 + 7_500_000
     watch.listener_seen = True
     late = teardown_from_watch(1_000_000_000, 1_000_000_000 + 1_500_000, watch, sigkill=False)
-    assert (late.sigterm_to_exit_ms, late.sigterm_to_listener_gone_ms, late.ghost_ms) == (
-        1.5, 7.5, 6.0)
+    assert (late.sigterm_to_exit_ms, late.sigterm_to_listener_gone_ms, late.ghost_ms) == (1.5, 7.5, 6.0)
     early = teardown_from_watch(1_000_000_000, 1_000_000_000 + 9_000_000, watch, sigkill=False)
     assert early.ghost_ms == 0.0  # gone before the reap: floored at 0
 
@@ -158,9 +158,26 @@ def lab_teardown(
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = tmp_path / "teardown.json"
     result = subprocess.run(
-        [sys.executable, "-m", "lab", "teardown", "--trials", str(trials), "--port", str(port),
-         "--json", str(out), "--", *command],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env(), check=False,
+        [
+            sys.executable,
+            "-m",
+            "lab",
+            "teardown",
+            "--trials",
+            str(trials),
+            "--port",
+            str(port),
+            "--json",
+            str(out),
+            "--",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env(),
+        check=False,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     data = json.loads(out.read_text())
@@ -168,8 +185,7 @@ def lab_teardown(
     for sample in data["samples"]:
         assert sample["ping"] == "pong", sample
         assert sample["listener_seen"], sample
-        for key in ("sigterm_to_exit_ms", "sigterm_to_listener_gone_ms", "ghost_ms", "sigkill",
-                    "post_reap_dial"):
+        for key in ("sigterm_to_exit_ms", "sigterm_to_listener_gone_ms", "ghost_ms", "sigkill", "post_reap_dial"):
             assert key in sample
     return result, data
 
@@ -208,8 +224,19 @@ def test_redis_server_has_no_ghost(tmp_path: Path) -> None:
             pytest.fail("redis-server is not installed (apt-get install redis-server)")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    command = [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(tmp_path)]
+    command = [
+        redis,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
     result, data = lab_teardown(tmp_path, port, command)
     summary = data["summary"]
     assert summary["ghost_ms"]["median"] <= 0.2, result.stdout
@@ -231,9 +258,15 @@ def test_io_uring_accept_outlives_the_process(tmp_path: Path) -> None:
 
 def test_lab_teardown_bad_input_exits_2(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "lab", "teardown", *args],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT, env=env(),
-                              check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "lab", "teardown", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env=env(),
+            check=False,
+        )
 
     for args in (
         ("--port", "0", "--", "true"),
