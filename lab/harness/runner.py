@@ -123,6 +123,7 @@ class SuiteRunner:
         )
         self.current_server: ServerProcess | None = None
         self._dirty = False
+        self._pending_teardowns: list[_Previous] = []
 
     # -- output ---------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -156,8 +157,10 @@ class SuiteRunner:
                     if not outcome.passed and self.options.fail_fast:
                         break
                 if previous is not None:
-                    self._finish_teardown(previous, wait_s=TEARDOWN_SETTLE_S)
-                    self._save()
+                    previous.watch.release()  # no next stage in this trial
+                    self._pending_teardowns.append(previous)
+                self._settle_teardowns(wait_s=TEARDOWN_SETTLE_S)
+                self._save()
                 if self.options.fail_fast and not trial.all_passed:
                     break
             self.result.complete = True
@@ -227,6 +230,9 @@ class SuiteRunner:
         started = time.monotonic_ns()
         worker = threading.Thread(target=body, name=f"stage-{stage.slug}", daemon=True)
         worker.start()
+        if previous is not None:
+            self._pending_teardowns.append(previous)
+        self._settle_teardowns(wait_s=0.0)
         if self._dirty:
             self._save()
         worker.join(STAGE_TIMEOUT_S)
@@ -240,8 +246,7 @@ class SuiteRunner:
         handoff = None
         if previous is not None:
             handoff = self._classify_handoff(ctx, server, watch, previous, timeline)
-        if previous is not None:
-            self._finish_teardown(previous, wait_s=0.0)
+        watch.release()
 
         passed = not failure
         if passed:
@@ -300,6 +305,21 @@ class SuiteRunner:
         if not termination.sigkill:
             self.say(f"{tag} Program terminated successfully")
         return termination, watch
+
+    def _settle_teardowns(self, wait_s: float) -> None:
+        """Fill in the teardowns whose old listener is gone; with `wait_s`, wait for all.
+
+        A lingering listener can outlive the next stage's start (that is the bug), so a
+        stage's teardown is completed later, whenever its watch has seen the listener go.
+        """
+        still_open = []
+        for previous in self._pending_teardowns:
+            if wait_s > 0 or previous.watch.old_gone_at_ns is not None or not previous.watch.alive():
+                self._finish_teardown(previous, wait_s)
+                self._dirty = True
+            else:
+                still_open.append(previous)
+        self._pending_teardowns = still_open
 
     def _finish_teardown(self, previous: _Previous, wait_s: float) -> None:
         """Fill the previous stage's teardown window once its old listener is gone."""

@@ -60,7 +60,7 @@ PING = b"*1\r\n$4\r\nPING\r\n"
 PONG = b"+PONG\r\n"
 
 
-def _try_realtime() -> bool:
+def try_realtime() -> bool:
     """Move the calling thread to SCHED_FIFO; False where that is not allowed (EPERM
     without CAP_SYS_NICE, as in a default container) or not available."""
     if not hasattr(os, "sched_setscheduler"):
@@ -156,7 +156,7 @@ class ListenerWatch:
 
     def _schedule(self) -> float:
         """Ask for SCHED_FIFO for this thread; return the pause between samples."""
-        if self.realtime and _try_realtime():
+        if self.realtime and try_realtime():
             self.scheduling = "fifo"
         if self.pause_s is not None:
             return self.pause_s
@@ -359,7 +359,7 @@ class PostReapDialer:
         return self
 
     def _run(self) -> None:
-        _try_realtime()
+        try_realtime()
         try:
             if self._pidfd is not None:
                 poller = select.poll()
