@@ -64,6 +64,13 @@ def describe(label: str, run: dict[str, Any]) -> dict[str, float | None]:
               f"{statistics.median(overheads):.2f} s, max {max(overheads):.2f} s "
               f"(target < {OVERHEAD_TARGET_S:.0f} s: "
               f"{'met' if statistics.median(overheads) < OVERHEAD_TARGET_S else 'MISSED'})")
+    parts: dict[str, list[float]] = {}
+    for e in entries:
+        for key, value in (e.get("overhead_parts") or {}).items():
+            parts.setdefault(key, []).append(value)
+    if parts:
+        print("  of which (medians): " + ", ".join(
+            f"{key.removesuffix('_s')} {statistics.median(v):.2f} s" for key, v in parts.items()))
     if errors:
         print(f"  entries that did not finish: {', '.join(errors)}")
     controls = run["summary"]["controls"]

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -122,3 +123,44 @@ def test_compose_up_writes_what_lab_compare_writes(tmp_path: Path) -> None:
         from_lab = json.loads((lab_out / f"{name}.json").read_text())
         assert _shape(from_compose) == _shape(from_lab)
         assert from_compose["summary"]["stages_passed"] == 3
+
+
+@pytest.mark.docker
+def test_servers_profile_answers_redis_py() -> None:
+    """Each server on its own host port, reachable by redis-py (and so redis-cli)."""
+    import redis
+
+    from tests.test_run import ensure_images
+
+    command = compose_command()
+    if command is None:
+        pytest.fail("Docker is reachable but no compose is installed (install docker-compose)")
+    names = ["python", "redis", "eio-uring-prompt"]
+    ensure_images(names)
+    project = f"labtest{uuid.uuid4().hex[:8]}"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+    base = [*command, "-f", str(ROOT / "compose.yaml"), "-p", project, "--profile", "servers"]
+    services = [f"{n}-server" for n in names]
+    try:
+        up = subprocess.run([*base, "up", "-d", *services], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=180, check=False)
+        assert up.returncode == 0, up.stdout + up.stderr
+        for name in names:
+            port = compose.host_ports()[name]
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
+                                 retry_on_timeout=False)
+            for _ in range(50):  # the container was just started
+                try:
+                    assert client.ping() is True
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail(f"{name}-server did not answer on 127.0.0.1:{port}")
+            assert client.set("fruit", "mango") is True
+            assert client.get("fruit") == b"mango"
+            assert client.echo("kiwi") == b"kiwi"
+            client.close()
+    finally:
+        subprocess.run([*base, "down", "--remove-orphans"], capture_output=True, env=env,
+                       cwd=ROOT, timeout=120, check=False)

@@ -196,6 +196,7 @@ class RunOutcome:
     all_passed: bool = False
     io_uring_blocked: bool = False
     result: dict[str, Any] | None = field(default=None, repr=False)
+    overhead_parts: dict[str, float] = field(default_factory=dict)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
@@ -371,6 +372,7 @@ def run_container(
     exit_code: int | None = None
     setup_s = 0.0
     t_exit = t0
+    parts: dict[str, float] = {}  # where the overhead goes (benchmarks/compare.py)
 
     def outcome(teardown_s: float | None) -> RunOutcome:
         result = mirror.sync()
@@ -388,6 +390,7 @@ def run_container(
             all_passed=_all_passed(result),
             io_uring_blocked=bool(error and "cannot use io_uring" in error),
             result=result,
+            overhead_parts={k: round(v, 3) for k, v in parts.items()},
         )
 
     if stop.is_set():
@@ -395,9 +398,11 @@ def run_container(
         return outcome(None)
     try:
         container = client.containers.create(**create_kwargs(req))
+        parts["create_s"] = time.monotonic() - t0
         if stop.is_set():
             raise InterruptedError
         container.start()
+        parts["start_s"] = time.monotonic() - t0 - parts["create_s"]
     except InterruptedError:
         status, error = "interrupted", "interrupted before its container started"
     except docker.errors.DockerException as e:
@@ -448,12 +453,17 @@ def run_container(
             stopped_by_us = True
     t_exit = time.monotonic()
     log_thread.join(timeout=5)
+    parts["logs_s"] = time.monotonic() - t_exit
+    t_copy = time.monotonic()
     result = mirror.sync()
+    parts["copy_s"] = time.monotonic() - t_copy
     if on_progress is not None and result is not None:
         on_progress(result)
+    t_remove = time.monotonic()
     _remove(container)
     with contextlib.suppress(OSError):
         shutil.rmtree(req.staging_dir)
+    parts["remove_s"] = time.monotonic() - t_remove
     teardown_s = time.monotonic() - t_exit
     if status == "ok":
         error = _judge(req, exit_code, result, lines)
