@@ -71,8 +71,9 @@ VERSION_PACKAGES: dict[str, str] = {
     "python": "python3",
     "redis": "redis-server",
 }
+PYTHON_VERSION_COMMAND = ("python3", "-c", "import platform; print(platform.python_version())")
 # Bump when the recipe changes in a way the package lists do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 APT_OPTIONS = ("-o", "Acquire::Check-Valid-Until=false", "-o", "Dpkg::Use-Pty=0")
 # Trimmed from the runtime tree: documentation and caches nobody reads in a container.
@@ -242,7 +243,10 @@ def _installed_versions(client: Any, image: str) -> dict[str, str]:
         network_mode="none",
         remove=True,
     )
-    return _parse_versions(output.decode())
+    versions = _parse_versions(output.decode())
+    python = client.containers.run(image, list(PYTHON_VERSION_COMMAND), network_mode="none", remove=True)
+    versions["python"] = python.decode().strip()
+    return versions
 
 
 def _parse_versions(dpkg_output: str) -> dict[str, str]:
@@ -300,6 +304,8 @@ def _bootstrap(client: Any, runtime: str, build: str, log: Log, log_file: Any) -
                 ]
             )
         )
+        # Debian's python3 package version is not the interpreter's; record the interpreter.
+        versions["python"] = _capture(["chroot", str(root), *PYTHON_VERSION_COMMAND]).strip()
         log("versions: " + ", ".join(f"{k}={v}" for k, v in versions.items()))
         build_tar = scratch / "build.tar"
         log("packing the build tree")
