@@ -229,14 +229,9 @@ def test_a_failing_build_is_an_outcome_with_the_log_tail(client: Any, tmp_path: 
     from lab.orchestrate import images
 
     dockerfile = tmp_path / "broken.Dockerfile"
-    dockerfile.write_text(
-        "ARG BASE_RUNTIME\nFROM ${BASE_RUNTIME}\n"
-        "RUN echo about-to-fail-on-purpose && exit 3\n"
-    )
+    dockerfile.write_text("ARG BASE_RUNTIME\nFROM ${BASE_RUNTIME}\nRUN echo about-to-fail-on-purpose && exit 3\n")
     bases = base.ensure_bases(client, log=lambda _line: None)
-    outcome = images.build_image(
-        client, "handoff-lab-test/broken", str(dockerfile), bases, log=lambda _line: None
-    )
+    outcome = images.build_image(client, "handoff-lab-test/broken", str(dockerfile), bases, log=lambda _line: None)
     assert outcome.ok is False
     assert outcome.error is not None and "handoff-lab-test/broken" in outcome.error
     assert "non-zero code: 3" in outcome.error

@@ -206,9 +206,7 @@ def get(name: str) -> Entry:
     try:
         return ENTRIES[name]
     except KeyError:
-        raise UnknownImplementation(
-            f"unknown implementation {name!r}; known: {', '.join(ENTRIES)}"
-        ) from None
+        raise UnknownImplementation(f"unknown implementation {name!r}; known: {', '.join(ENTRIES)}") from None
 
 
 def resolve(names: Iterable[str]) -> list[Entry]:
