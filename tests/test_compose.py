@@ -147,8 +147,8 @@ def test_servers_profile_answers_redis_py() -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         for name in names:
             port = compose.host_ports()[name]
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
-                                 retry_on_timeout=False)
+            # RESP2: the lab's servers implement the course's commands, not HELLO 3.
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, protocol=2)
             for _ in range(50):  # the container was just started
                 try:
                     assert client.ping() is True
