@@ -339,6 +339,7 @@ class StopSwitch:
         self.stop = threading.Event()
         self.forced = threading.Event()
         self.signal_name: str | None = None
+        self.building = False  # while True, the first signal interrupts the main thread
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -346,6 +347,10 @@ class StopSwitch:
         if not self.stop.is_set():
             self.signal_name = name
             self.stop.set()
+            if self.building:
+                # A build streams in this (main) thread: leave it now; no container runs yet.
+                self.say(f"{name}: abandoning the build")
+                raise KeyboardInterrupt
             self.say(f"{name}: stopping the run's containers (again to force)")
             return
         if not self.forced.is_set():
@@ -516,11 +521,16 @@ def run_compare(
                 def log(line: str) -> None:
                     build_log.write(line.rstrip("\n") + "\n")
                     build_log.flush()
+                switch.building = True
                 try:
                     build_errors = (builder or default_builder(client))([e.name for e in entries], log)
+                except KeyboardInterrupt:
+                    build_errors = {}  # every entry is marked interrupted below
                 except Exception as exc:  # a failed bootstrap is every row's fault
                     message = " ".join(str(exc).split())[:300] or type(exc).__name__
                     build_errors = {e.name: BuildProblem(message) for e in entries}
+                finally:
+                    switch.building = False
         runnable: list[Entry] = []
         for e in entries:
             problem = build_errors.get(e.name)

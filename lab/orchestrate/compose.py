@@ -53,6 +53,8 @@ HEADER = """\
 #   docker-compose up                          # or: docker compose up
 #   docker-compose up results-dir python redis # a subset
 # Results: one suite JSON per implementation in $LAB_RESULTS (default ./results/compose).
+# Compose starts every suite at once (there is no --jobs): on few cores the teardown windows
+# widen; `lab compare` runs J at a time and writes the summary and the table as well.
 # Suite options: LAB_TRIALS (1), LAB_ORDER (descending), LAB_SEED (1), LAB_UNTIL (yz1).
 #
 # Each server on its own host port, for redis-cli or redis-py:
