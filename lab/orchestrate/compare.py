@@ -195,10 +195,15 @@ Builder = Callable[[list[str], Callable[[str], None]], dict[str, BuildProblem | 
 
 
 def default_builder(client: docker.DockerClient) -> Builder:
-    """Build what is missing through lab.orchestrate.images (a failure is an outcome)."""
+    """Build through lab.orchestrate.images (a failure is an outcome, not an exception).
+
+    Always a build, never "only if missing": the images carry the harness, and an image
+    built before an edit would silently run the old one. With nothing changed the layer
+    cache makes this about 1 s for all three images (measured: `lab build --all` twice).
+    """
 
     def build(names: list[str], log: Callable[[str], None]) -> dict[str, BuildProblem | None]:
-        outcomes = images.ensure_images(names, log=log, client=client, only_missing=True)
+        outcomes = images.ensure_images(names, log=log, client=client)
         return {
             name: None if o.ok else BuildProblem(o.error or "build failed", list(o.tail), o.log_path)
             for name, o in outcomes.items()
