@@ -8,8 +8,8 @@ ARG LAB_UID=1000
 RUN apt-get -o Acquire::Check-Valid-Until=false update \
  && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false \
       install -y --no-install-recommends ${RUNTIME_PACKAGES} \
- && useradd --uid ${LAB_UID} --create-home --shell /bin/sh lab \
- && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man /usr/share/locale
+ && (id -u lab >/dev/null 2>&1 || useradd --uid ${LAB_UID} --create-home --shell /bin/sh lab) \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc /usr/share/man /usr/share/locale
 LABEL lab.base.method="dockerfile"
 
 FROM runtime AS build
@@ -17,4 +17,4 @@ ARG BUILD_PACKAGES
 RUN apt-get -o Acquire::Check-Valid-Until=false update \
  && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false \
       install -y --no-install-recommends ${BUILD_PACKAGES} \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
