@@ -399,6 +399,8 @@ class SuiteRunner:
                 f"(inode {sorted(watch.old_inodes)}), still in LISTEN "
                 f"{_ms(watch.old_gone_at_ns, previous.termination.reaped_at_ns)} after its process was reaped"
             )
+            if bind_error:
+                explanation += "; the new server could not bind meanwhile (address in use) and exited"
         elif bind_error or (exited_early and server.exit_code not in (None, 0) and not new_up):
             kind = "bind-failed"
             explanation = (
