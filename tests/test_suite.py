@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -54,9 +55,10 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
     failing = [s for s in run.stages if not s["passed"]]
     assert failing and all(s["handoff"]["kind"] == "ghost" for s in failing)
     assert "FAILING" in run.stdout and "PASSING" in run.stdout  # --timeline printed a pair
-    # Every ghost's window shows in the teardown of the stage before it.
-    ghost_windows = [s["teardown"]["ghost_ms"] for s in run.stages]
-    assert all(window >= 3 for window in ghost_windows)
+    # Every ghost's window shows in the teardown of the stage before it (a server killed
+    # before it ever listened, as in a jm1 that connected to the ghost, has no window).
+    windows = [s["teardown"]["ghost_ms"] for s in run.stages if s["teardown"]["listener_seen"]]
+    assert len(windows) >= 15 and statistics.median(windows) == pytest.approx(6, abs=1.5), windows
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])

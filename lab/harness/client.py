@@ -62,6 +62,7 @@ class Client:
         attempts: int = DIAL_ATTEMPTS,
         interval_s: float = DIAL_INTERVAL_S,
         should_stop: Callable[[], bool] | None = None,
+        after_first_attempt: Callable[[], None] | None = None,
     ) -> None:
         """Connect, retrying only failed connects. Raises DialFailed after the last one."""
         last_error = ""
@@ -77,6 +78,8 @@ class Client:
                 result = "refused" if exc.errno == errno.ECONNREFUSED else name
                 self.attempts.append(DialAttempt(started, result))
                 self._event("dial", f"attempt {number}: {result}")
+                if number == 1 and after_first_attempt is not None:
+                    after_first_attempt()
                 last_error = str(exc)
                 if should_stop is not None and should_stop():
                     break
@@ -87,6 +90,8 @@ class Client:
             self.sock = sock
             self.attempts.append(DialAttempt(started, "connected"))
             self._event("connected", f"attempt {number}, local port {sock.getsockname()[1]}")
+            if after_first_attempt is not None:
+                after_first_attempt()
             return
         raise DialFailed(last_error or "connection refused")
 

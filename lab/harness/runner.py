@@ -23,7 +23,7 @@ from typing import TextIO
 
 from lab.harness import stages as stage_table
 from lab.harness.portwatch import PortWatch
-from lab.harness.process import OUTPUT_PREFIX, SIGKILL_MESSAGE, ServerProcess, Termination
+from lab.harness.process import OUTPUT_PREFIX, SIGKILL_MESSAGE, ServerProcess, StartFailed, Termination
 from lab.harness.results import (
     Handoff,
     RunResult,
@@ -39,7 +39,12 @@ from lab.observe.sockdiag import ListenerSampler
 
 ORDERS = ("descending", "ascending", "shuffled")
 BIND_ERROR_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
-TEARDOWN_SETTLE_S = 5.0  # how long a lingering listener is followed after its reap
+TEARDOWN_SETTLE_S = 5.0
+FIRST_DIAL_WAIT_S = 0.5  # at most this long before the JSON of the last stage is saved
+
+
+class StageAborted(Exception):
+    """The run cannot go on (the server command stopped being executable)."""
 
 
 @dataclass
@@ -164,6 +169,9 @@ class SuiteRunner:
                 if self.options.fail_fast and not trial.all_passed:
                     break
             self.result.complete = True
+        except StageAborted as exc:
+            self.result.interrupted = True
+            self.say(f"[lab] stopped: {exc}")
         except KeyboardInterrupt:
             self.result.interrupted = True
             if self.current_server is not None:
@@ -197,11 +205,6 @@ class SuiteRunner:
             env=self.options.env,
             on_line=lambda line: self.say(OUTPUT_PREFIX + line),
         )
-        self.say(f"{tag} $ {shlex.join(self.options.command)}")
-        server.start()
-        self.current_server = server
-        timeline.add("process-started", f"pid {server.pid}", server.started_at_ns)
-
         log: list[str] = []
 
         def tester_log(line: str) -> None:
@@ -218,8 +221,13 @@ class SuiteRunner:
             should_stop=stop_flag.is_set,
         )
         failure: list[StageFailure] = []
+        go = threading.Event()
 
         def body() -> None:
+            go.wait()
+            if stop_flag.is_set():
+                return
+            timeline.add("stage-started", stage.slug)
             try:
                 stage.run(ctx)
             except StageFailure as exc:
@@ -227,11 +235,29 @@ class SuiteRunner:
             except OSError as exc:  # a socket error the stage did not expect
                 failure.append(StageFailure([f"Error: {exc}"], f"unexpected socket error: {exc!r}"))
 
-        started = time.monotonic_ns()
+        # The stage thread exists before the server does and is released right after the
+        # exec, so nothing (thread start-up, the pipe watcher) sits between the start and
+        # the first dial, as in the tester.
         worker = threading.Thread(target=body, name=f"stage-{stage.slug}", daemon=True)
         worker.start()
+        self.say(f"{tag} $ {shlex.join(self.options.command)}")
+        started = time.monotonic_ns()
+        try:
+            server.start(watch=False)
+        except StartFailed as exc:
+            stop_flag.set()
+            go.set()
+            failure.append(StageFailure([str(exc)], "the server command could not be executed"))
+            raise StageAborted(str(exc)) from None
+        go.set()
+        server.watch()
+        self.current_server = server
+        timeline.add("process-started", f"pid {server.pid}", server.started_at_ns)
         if previous is not None:
             self._pending_teardowns.append(previous)
+        # Bookkeeping waits until the first dial has gone out: the tester's dial follows the
+        # start at once, and JSON serialising here delayed it by up to 8 ms (measured).
+        ctx.first_dial_done.wait(FIRST_DIAL_WAIT_S)
         self._settle_teardowns(wait_s=0.0)
         if self._dirty:
             self._save()
@@ -328,6 +354,8 @@ class SuiteRunner:
         watch = previous.watch
         gone_at = watch.wait_old_gone(wait_s) if wait_s > 0 else watch.old_gone_at_ns
         term = previous.termination
+        if not watch.old_inodes:
+            gone_at = None  # the server never listened (e.g. killed before its bind): no window
         gone_ms = None if gone_at is None else max(0.0, (gone_at - term.sigterm_at_ns) / 1e6)
         exit_ms = (term.reaped_at_ns - term.sigterm_at_ns) / 1e6
         # A ghost is only what was seen: an old listener still in a sample taken after the

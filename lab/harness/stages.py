@@ -8,6 +8,7 @@ close theirs inside the stage. Standard library only.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class StageContext:
     should_stop: Callable[[], bool] = lambda: False
     clients: list[Client] = field(default_factory=list)
     first_exchange: Exchange | None = None
+    first_dial_done: threading.Event = field(default_factory=threading.Event)
 
     def tester(self, line: str) -> None:
         self.log(f"[tester::#{self.slug.upper()}] {line}")
@@ -56,7 +58,8 @@ class StageContext:
         client = Client(name=name, port=self.port, events=self.event)
         self.clients.append(client)
         try:
-            client.dial(attempts=attempts, interval_s=interval_s, should_stop=self.should_stop)
+            client.dial(attempts=attempts, interval_s=interval_s, should_stop=self.should_stop,
+                        after_first_attempt=self.first_dial_done.set)
         except DialFailed as exc:
             raise StageFailure(
                 [f"Failed to connect to port {self.port}: {exc}"],
