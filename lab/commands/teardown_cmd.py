@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 from dataclasses import asdict
@@ -20,13 +19,10 @@ from typing import Any
 
 from lab.harness.process import StartFailed
 from lab.harness.results import SCHEMA_VERSION, write_json_atomic
+from lab.harness.testcmd import UsageError, server_command
 from lab.observe import procfs
 from lab.observe.sockdiag import ListenerSampler
 from lab.observe.teardown import WINDOWS, ProbeError, ProbeSample, probe, summarize
-
-
-class UsageError(Exception):
-    """Bad input: the message is one line that names the fix."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,22 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace) -> list[str]:
-    command = list(args.server_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise UsageError(
-            "no server command: put it after --, e.g. "
-            "lab teardown --port 6379 -- python3 -m python_server --port {port}"
-        )
-    command = [part.replace("{port}", str(args.port)) for part in command]
-    program = command[0]
-    if os.sep in program:
-        if not os.access(program, os.X_OK):
-            raise UsageError(f"{program}: not found or not executable; check the path after --")
-    elif shutil.which(program) is None:
-        raise UsageError(f"{program}: command not found on PATH; give the full path after --")
-    return command
+    return server_command(
+        args.server_command, args.port, "lab teardown --port 6379 -- python3 -m python_server --port {port}"
+    )
 
 
 def _validate(args: argparse.Namespace) -> list[str]:

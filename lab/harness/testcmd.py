@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_suite_arguments(parser)
     parser.add_argument("--json", metavar="PATH", help="write the result JSON here (rewritten after every stage)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
-    parser.add_argument("server_command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    parser.add_argument("server_command", nargs=argparse.REMAINDER,
+                        help="-- CMD ARGS... ({port} in them is replaced by the port)")
 
 
 def validate_suite_options(args: argparse.Namespace) -> list[str] | None:
@@ -63,23 +64,30 @@ def _options(args: argparse.Namespace) -> SuiteOptions:
     explicit = validate_suite_options(args)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be in 1..65535 (got {args.port})")
-    command = list(args.server_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise UsageError("no server command: put it after --, e.g. lab test -- python -m python_server --port 6379")
-    program = command[0]
-    if os.sep in program:
-        if not os.access(program, os.X_OK):
-            raise UsageError(f"{program}: not found or not executable; check the path after --")
-    elif shutil.which(program) is None:
-        raise UsageError(f"{program}: command not found on PATH; give the full path after --")
+    command = server_command(args.server_command, args.port, "lab test -- python -m python_server --port {port}")
     _check_port_free(args.port)
     return SuiteOptions(
         command=command, port=args.port, order=args.order, seed=args.seed, until=args.until,
         stages=explicit, trials=args.trials, fail_fast=args.fail_fast, json_path=args.json,
         timeline=args.timeline, quiet=args.quiet,
     )
+
+
+def server_command(raw: list[str], port: int, example: str) -> list[str]:
+    """The argv after `--`, with {port} replaced, checked to be executable."""
+    command = list(raw)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError(f"no server command: put it after --, e.g. {example}")
+    command = [part.replace("{port}", str(port)) for part in command]
+    program = command[0]
+    if os.sep in program:
+        if not os.access(program, os.X_OK):
+            raise UsageError(f"{program}: not found or not executable; check the path after --")
+    elif shutil.which(program) is None:
+        raise UsageError(f"{program}: command not found on PATH; give the full path after --")
+    return command
 
 
 def _check_port_free(port: int) -> None:
@@ -149,4 +157,5 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-__all__ = ["add_arguments", "add_suite_arguments", "format_timelines", "run", "validate_suite_options"]
+__all__ = ["UsageError", "add_arguments", "add_suite_arguments", "format_timelines", "run", "server_command",
+           "validate_suite_options"]
