@@ -58,7 +58,10 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
     # Every ghost's window shows in the teardown of the stage before it (a server killed
     # before it ever listened, as in a jm1 that connected to the ghost, has no window).
     windows = [s["teardown"]["ghost_ms"] for s in run.stages if s["teardown"]["listener_seen"]]
-    assert len(windows) >= 15 and statistics.median(windows) == pytest.approx(6, abs=1.5), windows
+    # In `lab test` the next server starts at once and competes for the two cores with the
+    # ghost child, so its 6 ms stretch (medians of 6-7.5 ms seen); `lab teardown`, with
+    # nothing starting, is where 6 +/- 1 is asserted (tests/test_teardown.py).
+    assert len(windows) >= 15 and 5.0 <= statistics.median(windows) <= 12.0, windows
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])
