@@ -50,16 +50,9 @@ def measure(name: str, command_for_port, stage_runs: int) -> dict[str, float]:
         for stage in trial.stages:
             sleeps = stage_table.BY_SLUG[stage.slug].mandated_sleep_s * 1000
             exit_ms = stage.teardown.sigterm_to_exit_ms if stage.teardown else 0.0
-            # The server's start: from exec to its listener up, the part the server owns.
-            start_ms = 0.0
-            if stage.handoff is not None:
-                up = stage.handoff.evidence.get("new_listener_up_us")
-                started_us = next((e.t_us for e in stage.handoff.timeline if e.event == "process-started"), None)
-                connected = stage.handoff.evidence.get("connected_us")
-                if connected is not None and started_us is not None:
-                    start_ms = (connected - started_us) / 1000
-                elif up is not None and started_us is not None:
-                    start_ms = (up - started_us) / 1000
+            # The server's start, exec to the first accepted dial (retries included): the
+            # server's part, as is its exit.
+            start_ms = stage.first_connect_ms or 0.0
             walls.append(stage.duration_ms)
             overheads.append(max(0.0, stage.duration_ms - sleeps - exit_ms - start_ms))
     runs = len(walls)

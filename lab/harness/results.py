@@ -61,6 +61,7 @@ class StageResult:
     exit_code: int | None = None
     sigkill: bool = False
     io_uring: bool | None = None
+    first_connect_ms: float | None = None  # from the server's exec to the first accepted dial
     teardown: Teardown | None = None
     handoff: Handoff | None = None
 

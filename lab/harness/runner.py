@@ -298,6 +298,7 @@ class SuiteRunner:
         worker.join(1.0)
         duration_ms = (time.monotonic_ns() - started) / 1e6
 
+        connected_at = next((a.at_ns for c in ctx.clients[:1] for a in c.attempts if a.result == "connected"), None)
         result = StageResult(
             slug=stage.slug,
             title=stage.title,
@@ -311,6 +312,7 @@ class SuiteRunner:
             exit_code=termination.exit_code,
             sigkill=termination.sigkill,
             io_uring=io_uring,
+            first_connect_ms=None if connected_at is None else round((connected_at - server.started_at_ns) / 1e6, 3),
             handoff=handoff,
         )
         if self.options.timeline and handoff is not None and not passed:
@@ -477,12 +479,12 @@ def format_timelines(failing: StageResult, passing: StageResult | None) -> list[
 
 
 def _holds_io_uring(server: ServerProcess) -> bool | None:
-    """Whether the server (or any process of its group) holds an io_uring fd right now."""
+    """Whether the server (or any of its descendants) holds an io_uring fd right now."""
     from lab.observe import procfs  # imported here: read /proc only when a server runs
 
     if not server.running():
         return None
-    pids = [server.pid, *_group_members(server.pid)]
+    pids = [server.pid, *_descendants(server.pid)]
     seen: bool | None = None
     for pid in dict.fromkeys(pids):
         holds = procfs.holds_io_uring(pid)
@@ -493,22 +495,29 @@ def _holds_io_uring(server: ServerProcess) -> bool | None:
     return seen
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Pids whose process group is `pgid` (a wrapper script's children hold the ring)."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+def _descendants(pid: int) -> list[int]:
+    """The server's descendants (a wrapper script's children may hold the ring).
+
+    Read from /proc/PID/task/TID/children rather than by scanning every /proc/*/stat for
+    the process group: the scan took 3.4 ms here, in every stage, on the harness's clock.
+    """
+    found: list[int] = []
+    queue = [pid]
+    while queue and len(found) < 256:
+        parent = queue.pop()
         try:
-            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
+            tasks = os.listdir(f"/proc/{parent}/task")
         except OSError:
             continue
-        # Field 5 is the pgrp; the command name (field 2) may hold spaces and parens.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            members.append(int(name))
-    return members
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as f:
+                    children = [int(child) for child in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            queue.extend(children)
+    return found
 
 
 def _offset_us(at_ns: int | None, base_ns: int) -> int | None:
