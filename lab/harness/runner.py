@@ -129,6 +129,9 @@ class SuiteRunner:
         self.current_server: ServerProcess | None = None
         self._dirty = False
         self._pending_teardowns: list[_Previous] = []
+        # A failing handoff printed (--timeline) before any handoff had passed: paired at
+        # the end of the run with the first passing handoff that came later, if one did.
+        self._unpaired_failure: StageResult | None = None
 
     # -- output ---------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -169,6 +172,8 @@ class SuiteRunner:
                 if self.options.fail_fast and not trial.all_passed:
                     break
             self.result.complete = True
+            if self._unpaired_failure is not None:
+                self._print_timeline_pair(self._unpaired_failure, at_end=True)
         except StageAborted as exc:
             self.result.interrupted = True
             self.say(f"[lab] stopped: {exc}")
@@ -266,7 +271,7 @@ class SuiteRunner:
         if timed_out:
             stop_flag.set()
             failure.append(StageFailure([f"timed out after {STAGE_TIMEOUT_S:.0f}s"], "stage timeout"))
-        io_uring = _holds_io_uring(server)
+        io_uring = _holds_io_uring(server, self.options.port)
 
         # The evidence for this stage's handoff is complete once its first exchange ran.
         handoff = None
@@ -449,12 +454,17 @@ class SuiteRunner:
         evidence["explanation"] = explanation
         return Handoff(kind=kind, evidence=evidence, timeline=timeline.sorted())
 
-    def _print_timeline_pair(self, failing: StageResult) -> None:
+    def _print_timeline_pair(self, failing: StageResult, at_end: bool = False) -> None:
         passing = next(
             (s for t in self.result.trials for s in t.stages
              if s.passed and s.handoff is not None and s.handoff.kind in ("refused", "direct")),
             None,
         )
+        if passing is None and at_end:
+            self.say("[lab] no handoff of this run passed: no passing timeline to set beside the failing one")
+            return
+        # Once a pair has been shown, the failure still waiting for one needs none.
+        self._unpaired_failure = (self._unpaired_failure or failing) if passing is None else None
         self.say(f"[lab] timeline of the failing handoff into {failing.slug} "
                  + ("beside a passing one" if passing else "(no passing handoff yet to compare)"))
         for line in format_timelines(failing, passing):
@@ -478,21 +488,27 @@ def format_timelines(failing: StageResult, passing: StageResult | None) -> list[
     return lines
 
 
-def _holds_io_uring(server: ServerProcess) -> bool | None:
-    """Whether the server (or any of its descendants) holds an io_uring fd right now."""
+def _holds_io_uring(server: ServerProcess, port: int) -> bool | None:
+    """Whether the server (or any of its descendants) holds an io_uring fd right now.
+
+    True: a ring is open. False: no ring, although the server already holds its listener
+    on the port, so its event loop is up and would have opened one by now (eio sets the
+    backend up before the program listens). None: not observable: the server is gone, or
+    the stage ended before it listened (jm1 passes on a dial that a dying listener
+    accepted, often before the new server has run a line), so "no ring yet" says nothing
+    about its backend.
+    """
     from lab.observe import procfs  # imported here: read /proc only when a server runs
 
     if not server.running():
         return None
-    pids = [server.pid, *_descendants(server.pid)]
-    seen: bool | None = None
-    for pid in dict.fromkeys(pids):
-        holds = procfs.holds_io_uring(pid)
-        if holds:
-            return True
-        if holds is False:
-            seen = False
-    return seen
+    pids = list(dict.fromkeys([server.pid, *_descendants(server.pid)]))
+    if any(procfs.holds_io_uring(pid) for pid in pids):
+        return True
+    with ListenerSampler(port) as sampler:
+        listening = {entry.inode for entry in sampler.sample()}
+    held = set().union(*(procfs.socket_inodes(pid) for pid in pids))
+    return False if listening & held else None
 
 
 def _descendants(pid: int) -> list[int]:

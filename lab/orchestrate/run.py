@@ -214,6 +214,8 @@ def annotate(result: dict[str, Any], req: RunRequest) -> dict[str, Any]:
     env = result.setdefault("environment", {})
     if isinstance(env, dict):
         env["container"] = {
+            "name": container_name(req.run_id, req.impl),
+            "run_id": req.run_id,
             "image": req.image,
             "seccomp": req.seccomp.mode,
             "needs_io_uring": req.needs_io_uring,
