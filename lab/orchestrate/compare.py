@@ -479,8 +479,11 @@ def run_compare(
 
     fingerprint_thread = threading.Thread(target=take_fingerprint, daemon=True)
     fingerprint_thread.start()
-    console.print(f"lab compare: {len(entries)} implementations, {options.trials} trials, "
-                  f"order {options.order}, seed {seed}, {jobs} jobs -> {run_dir}", soft_wrap=True)
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    console.print(f"lab compare: {count(len(entries), 'implementation')}, {count(options.trials, 'trial')}, "
+                  f"order {options.order}, seed {seed}, {count(jobs, 'job')} -> {run_dir}", soft_wrap=True)
 
     outcomes: dict[str, RunOutcome] = {}
     board = ProgressBoard([e.name for e in entries], options.trials, console)
@@ -522,10 +525,16 @@ def run_compare(
             for e in entries:
                 board.event(e.name, phase="building")
             build_log_path = run_dir / "logs" / "build.log"
+            board.say(f"building images (cached: seconds; a first run bootstraps the Debian sid base: "
+                      f"minutes); log: {build_log_path}")
             with build_log_path.open("a", encoding="utf-8") as build_log:
                 def log(line: str) -> None:
                     build_log.write(line.rstrip("\n") + "\n")
                     build_log.flush()
+                    # The base's own summary lines ("base method: debootstrap ...", "base
+                    # images ready in 130 s") say why a first build takes minutes.
+                    if line.startswith(("base method:", "base images ready")):
+                        board.say(line.rstrip())
                 switch.building = True
                 try:
                     build_errors = (builder or default_builder(client))([e.name for e in entries], log)
