@@ -131,6 +131,9 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     directory = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix=".lab-", suffix=".json", dir=directory)
     try:
+        # mkstemp makes 0600; inside a container the harness runs as uid 1000 and the
+        # host reads the staged file as whoever runs the lab (a CI runner is uid 1001).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
