@@ -249,3 +249,15 @@ def test_fail_on_control_exit_3_when_the_ghost_control_is_not_caught(tmp_path: P
     healthy = write_run_dir(tmp_path, "ok", impls=["redis", "python", "python-ghost"],
                             trials=3)
     assert lab_report(healthy, "--fail-on-control").returncode == 0
+
+
+def test_require_controls_fails_when_a_control_wrote_no_result(tmp_path: Path) -> None:
+    # A nightly whose redis job died before writing a shard: without --require-controls
+    # the missing control is only a note; with it, the gate fails.
+    run = write_run_dir(tmp_path, impls=["python", "python-ghost", "eio-posix"], trials=2)
+    assert lab_report(run, "--fail-on-control").returncode == 0
+    proc = lab_report(run, "--require-controls", "--fail-on-control")
+    assert proc.returncode == 3
+    assert "controls missing from these results: redis" in proc.stdout
+    complete = write_run_dir(tmp_path, "all", impls=["redis", "python", "python-ghost"], trials=2)
+    assert lab_report(complete, "--require-controls", "--fail-on-control").returncode == 0

@@ -70,6 +70,10 @@ def test_triggers_matrix_and_jobs_are_the_ones_asked_for() -> None:
     assert entry["strategy"]["matrix"]["entry"] == "${{ fromJSON(needs.matrix.outputs.entries) }}"
     entry_runs = " ".join(s.get("run", "") for s in entry["steps"])
     assert 'lab build "$ENTRY"' in entry_runs
+    # doctor probes inside a lab image, so on a fresh runner it can only follow the build.
+    runs = [s.get("run", "") for s in entry["steps"]]
+    build_at = next(i for i, run in enumerate(runs) if 'lab build "$ENTRY"' in run)
+    assert all(i > build_at for i, run in enumerate(runs) if "lab doctor" in run), runs
     assert 'lab compare "$ENTRY" --trials "$TRIALS" --out "results/shard-$ENTRY"' in entry_runs
     assert "pip install -e ." in entry_runs
     uploads = [s for s in entry["steps"] if "upload-artifact" in s.get("uses", "")]
@@ -80,7 +84,7 @@ def test_triggers_matrix_and_jobs_are_the_ones_asked_for() -> None:
     assert "always()" in report["if"]
     report_runs = " ".join(s.get("run", "") for s in report["steps"])
     assert "--format html -o report.html" in report_runs
-    assert "--fail-on-control --fail-on-regression" in report_runs
+    assert "--require-controls --fail-on-control --fail-on-regression" in report_runs
     assert "--baseline baseline" in report_runs
     assert any("upload-artifact" in s.get("uses", "") and "report.html" in s["with"]["path"]
                for s in report["steps"])
@@ -109,5 +113,6 @@ def test_the_fields_and_flags_the_workflow_uses_exist() -> None:
     parser = argparse.ArgumentParser()
     report_cmd.add_arguments(parser)
     args = parser.parse_args(["shards", "--format", "html", "-o", "report.html", "--baseline",
-                              "baseline", "--fail-on-control", "--fail-on-regression"])
+                              "baseline", "--require-controls", "--fail-on-control",
+                              "--fail-on-regression"])
     assert args.fail_on_control and args.fail_on_regression

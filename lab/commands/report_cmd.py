@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable)")
     parser.add_argument("--fail-on-control", action="store_true",
                         help=f"exit {EXIT_CONTROL} when a control misbehaved")
+    parser.add_argument("--require-controls", action="store_true",
+                        help="a control (python, redis, python-ghost) missing from the "
+                             "results is a control failure, not a note (for merged CI shards)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help=f"exit {EXIT_REGRESSION} on a regression beyond noise "
                              "against --baseline")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         from lab.report.plots import preload
 
         threading.Thread(target=preload, name="preload-matplotlib", daemon=True).start()
-    report = build_report(list(args.results), args.baseline)
+    report = build_report(list(args.results), args.baseline, require_controls=args.require_controls)
     for problem in report.problems:
         print(f"lab report: error: {problem.message}", file=sys.stderr)
     if not report.runs:

@@ -317,8 +317,12 @@ class ControlCheck:
         return out
 
 
-def check_controls(rows: list[Row]) -> ControlCheck:
-    """Check the controls among `rows` (see the module docstring for the rules)."""
+def check_controls(rows: list[Row], require: bool = False) -> ControlCheck:
+    """Check the controls among `rows` (see the module docstring for the rules).
+
+    With `require`, a control with no row at all is a problem, not a note: a nightly
+    whose control job died before writing a shard must not pass its gate.
+    """
     check = ControlCheck(ok=True)
     by_impl: dict[str, list[Row]] = {}
     for row in rows:
@@ -329,7 +333,10 @@ def check_controls(rows: list[Row]) -> ControlCheck:
     for row in by_impl.get(GHOST_CONTROL, []):
         check.problems += _ghost_control_problems(row)
     missing = [n for n in (*CLEAN_CONTROLS, GHOST_CONTROL) if n not in by_impl]
-    if missing:
+    if missing and require:
+        check.problems.append(f"controls missing from these results: {', '.join(missing)} "
+                              "(their runs wrote no result)")
+    elif missing:
         check.notes.append(f"controls not in these results (not checked): {', '.join(missing)}")
     check.notes.append(f"a ghost window of at most {GHOST_ZERO_MS} ms counts as zero "
                        "(sampler resolution and scheduling jitter)")

@@ -111,12 +111,13 @@ def _find_handoff(group: Group, *, passed: bool) -> HandoffExample | None:
     return fallback
 
 
-def build_report(inputs: list[Path], baseline: list[Path] | None = None) -> Report:
+def build_report(inputs: list[Path], baseline: list[Path] | None = None,
+                 require_controls: bool = False) -> Report:
     runs, problems = load_inputs(inputs)
     groups = merge(runs)
     rows = rows_from_groups(groups)
     report = Report(inputs=inputs, runs=runs, problems=problems, groups=groups, rows=rows,
-                    controls=check_controls(rows),
+                    controls=check_controls(rows, require=require_controls),
                     generated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     if baseline:
         base_runs, base_problems = load_inputs(baseline)
