@@ -261,3 +261,20 @@ def test_require_controls_fails_when_a_control_wrote_no_result(tmp_path: Path) -
     assert "controls missing from these results: redis" in proc.stdout
     complete = write_run_dir(tmp_path, "all", impls=["redis", "python", "python-ghost"], trials=2)
     assert lab_report(complete, "--require-controls", "--fail-on-control").returncode == 0
+
+
+def test_a_fault_after_some_stages_is_shown_first_with_its_log_and_fails_a_control(
+        tmp_path: Path) -> None:
+    # redis's harness timed out after writing some trials: `lab compare` marks the entry
+    # an error and keeps its partial result file.
+    run = write_run_dir(tmp_path, impls=["redis", "python", "python-ghost", "lwt"], trials=2)
+    summary_path = run / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["entries"]["redis"].update(status="error", error="the harness ran past its limit")
+    summary_path.write_text(json.dumps(summary))
+    proc = lab_report(run, "--fail-on-control")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "redis (control) faulted: the harness ran past its limit" in proc.stdout
+    rows = [ln for ln in proc.stdout.splitlines() if ln.split(" ")[0] in ("redis", "python", "lwt")]
+    assert rows[0].startswith("redis "), rows  # broken first, although every stage passed
+    assert str(run / "logs" / "redis.log") in rows[0]

@@ -168,8 +168,9 @@ def row_from_group(group: Group) -> Row:
         if row.error is None:
             row.error = "no result file"
         return row
-    if errors:
-        row.notes.append(f"{len(errors)} of {len(group.entries)} runs failed: {row.error}")
+    if errors:  # it faulted after writing some stages (timeout, refused ring, killed)
+        row.notes.append(f"{len(errors)} of {len(group.entries)} runs failed: {row.error} "
+                         f"(log: {row.log_path})")
     flags: list[bool | None] = []
     for trial in group.trials:
         row.trials_run += 1
@@ -219,7 +220,8 @@ def sort_rows(rows: list[Row]) -> list[Row]:
     the biggest ghost window (median, then max)."""
     def key(row: Row) -> tuple[Any, ...]:
         rate = row.pass_rate if row.pass_rate is not None else -1.0
-        return (not row.is_error, rate, -row.sigkill_escalations,
+        # A row that faulted, wholly or after some stages, comes before any that ran clean.
+        return (not row.is_error, row.error is None, rate, -row.sigkill_escalations,
                 -(row.stat("ghost_ms", "median") or 0.0), -(row.stat("ghost_ms", "max") or 0.0),
                 row.implementation)
     return sorted(rows, key=key)
@@ -352,6 +354,8 @@ def _clean_control_problems(row: Row) -> list[str]:
     if row.is_error:
         return [f"{name} (control) did not run: {row.error} (log: {row.log_path})"]
     problems = []
+    if row.error is not None:  # partial results: the run faulted after some stages
+        problems.append(f"{name} (control) faulted: {row.error} (log: {row.log_path})")
     if row.stages_run == 0:
         problems.append(f"{name} (control) ran no stage")
     elif row.stages_passed != row.stages_run:
@@ -372,6 +376,8 @@ def _ghost_control_problems(row: Row) -> list[str]:
     name = row.implementation
     if row.is_error:
         return [f"{name} (control) did not run: {row.error} (log: {row.log_path})"]
+    if row.error is not None:
+        return [f"{name} (control) faulted: {row.error} (log: {row.log_path})"]
     failed = row.stages_run - row.stages_passed
     if failed == 0:
         return [f"{name} (control) was not caught: all {row.stages_run} stages passed, "
