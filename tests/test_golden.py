@@ -24,6 +24,7 @@ CASES = [
     ("first_ping_only", "wy1", 'Received: "" (no content received)'),
     ("extra_data", "rg2", 'Error: Found extra data: "+PONG\\r\\n"'),
     ("slow_exit", "rg2", "program failed to exit in 2 seconds after receiving sigterm"),
+    ("slow_replies", "zu2", "timed out, test exceeded 10 seconds"),
 ]
 
 

@@ -85,6 +85,11 @@ def test_incomplete_inputs(data: bytes, message: str) -> None:
         (b"$4\r\nPONGxx", "Expected \\r\\n at the end of a bulk string"),
         (b":abc\r\n", 'Invalid integer: "abc"'),
         (b"*x\r\n", 'Invalid array length: "x"'),
+        # Strict like Go's strconv.Atoi: no spaces, no digit separators.
+        (b":1_0\r\n", 'Invalid integer: "1_0"'),
+        (b": 12 \r\n", 'Invalid integer: " 12 "'),
+        (b"$ 3\r\nabc\r\n", 'Invalid bulk string length: " 3"'),
+        (b"*1_0\r\n", 'Invalid array length: "1_0"'),
         (b"+PONG\r\n+PONG\r\n", 'Found extra data: "+PONG\\r\\n"'),
     ],
 )

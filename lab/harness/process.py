@@ -73,8 +73,8 @@ class ServerProcess:
                 env=self.env,
                 process_group=0,  # own group, like the tester's Setpgid
             )
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-            raise StartFailed(f"cannot run {self.command[0]!r}: {exc.strerror}") from None
+        except OSError as exc:  # missing, not executable, a directory, no shebang (ENOEXEC)
+            raise StartFailed(f"cannot run {self.command[0]!r}: {exc.strerror or exc}") from None
         self.started_at_ns = time.monotonic_ns()
         if watch:
             self.watch()

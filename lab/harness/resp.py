@@ -9,6 +9,7 @@ does, and renders either error with `render_decode_error`, which mirrors the tes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -121,6 +122,17 @@ class _Reader:
         return text
 
 
+_DECIMAL = re.compile(rb"[+-]?[0-9]+")
+
+
+def _atoi(text: bytes) -> int:
+    """Go's strconv.Atoi, which the tester uses: an optional sign and ASCII digits only.
+    Python's int() would also take b" 12 ", b"1_0" and non-ASCII digits."""
+    if _DECIMAL.fullmatch(text) is None:
+        raise ValueError(text)
+    return int(text)
+
+
 def _decode_at(reader: _Reader) -> Value:
     if reader.pos >= len(reader.data):
         raise IncompleteRESP(START_EXPECTED, reader.pos)
@@ -134,13 +146,13 @@ def _decode_at(reader: _Reader) -> Value:
     if first == b":":
         text = reader.line("Expected \\r\\n at the end of an integer")
         try:
-            return integer(int(text))
+            return integer(_atoi(text))
         except ValueError:
             raise InvalidRESP(f"Invalid integer: {_quote(text)}", start + 1) from None
     if first == b"$":
         text = reader.line("Expected \\r\\n at the end of a bulk string length")
         try:
-            length = int(text)
+            length = _atoi(text)
         except ValueError:
             raise InvalidRESP(f"Invalid bulk string length: {_quote(text)}", start + 1) from None
         if length == -1:
@@ -164,7 +176,7 @@ def _decode_at(reader: _Reader) -> Value:
     if first == b"*":
         text = reader.line("Expected \\r\\n at the end of an array length")
         try:
-            count = int(text)
+            count = _atoi(text)
         except ValueError:
             raise InvalidRESP(f"Invalid array length: {_quote(text)}", start + 1) from None
         if count == -1:

@@ -50,7 +50,7 @@ def validate_suite_options(args: argparse.Namespace) -> list[str] | None:
     if args.until not in stages.BY_SLUG:
         raise UsageError(f"unknown stage {args.until!r} for --until; known stages: {known}")
     explicit = None
-    if args.stages:
+    if args.stages is not None:  # `--stages ""` is a mistake, not "every stage"
         explicit = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = [s for s in explicit if s not in stages.BY_SLUG]
         if unknown or not explicit:
@@ -141,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if options.json_path:
         print(f"[lab] result written to {options.json_path}")
+    if runner.start_error is not None:  # bad input that only exec could tell
+        print(f"lab test: error: {runner.start_error}; check the command after --", file=sys.stderr)
+        return 2
     if result.interrupted:
         return 130
     all_green = summary["stages_run"] > 0 and summary["stages_passed"] == summary["stages_run"] and (
