@@ -36,6 +36,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,14 +238,18 @@ def _build_from_registry(client: Any, runtime: str, build: str, log: Log) -> dic
 
 def _installed_versions(client: Any, image: str) -> dict[str, str]:
     """The versions of VERSION_PACKAGES installed in ``image`` (dpkg-query in a container)."""
+    # Labelled like every container the lab makes, so `lab clean` finds one a kill left.
+    labels = {"lab.run-id": f"base-versions-{uuid.uuid4().hex[:12]}", "lab.impl": "base"}
     output = client.containers.run(
         image,
         ["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *VERSION_PACKAGES.values()],
         network_mode="none",
         remove=True,
+        labels=labels,
     )
     versions = _parse_versions(output.decode())
-    python = client.containers.run(image, list(PYTHON_VERSION_COMMAND), network_mode="none", remove=True)
+    python = client.containers.run(image, list(PYTHON_VERSION_COMMAND), network_mode="none", remove=True,
+                                   labels=labels)
     versions["python"] = python.decode().strip()
     return versions
 

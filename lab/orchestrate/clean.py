@@ -26,7 +26,7 @@ def _label_filter(run_id: str | None) -> dict[str, str]:
     return {"label": f"{LABEL_RUN_ID}={run_id}" if run_id else LABEL_RUN_ID}
 
 
-def _gone_or_going(error: docker.errors.APIError) -> bool:
+def gone_or_going(error: docker.errors.APIError) -> bool:
     """404: already removed; 409: a removal is in progress (a forced Ctrl-C raced us)."""
     return error.status_code in (404, 409)
 
@@ -41,7 +41,7 @@ def remove_labelled(client: docker.DockerClient, run_id: str | None = None) -> l
         try:
             container.remove(force=True, v=True)
         except docker.errors.APIError as error:
-            if not _gone_or_going(error):
+            if not gone_or_going(error):
                 raise
         else:
             removed.append(Removed("container", container.name,
@@ -51,7 +51,7 @@ def remove_labelled(client: docker.DockerClient, run_id: str | None = None) -> l
         try:
             network.remove()
         except docker.errors.APIError as error:
-            if not _gone_or_going(error):
+            if not gone_or_going(error):
                 raise
         else:
             removed.append(Removed("network", network.name,
@@ -61,7 +61,7 @@ def remove_labelled(client: docker.DockerClient, run_id: str | None = None) -> l
         try:
             volume.remove(force=True)
         except docker.errors.APIError as error:
-            if not _gone_or_going(error):
+            if not gone_or_going(error):
                 raise
         else:
             removed.append(Removed("volume", volume.name,

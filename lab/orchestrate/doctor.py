@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def probe_container(client: Any, image: str, seccomp: str | None) -> dict[str, A
             security_opt=security_opt,
             read_only=True,
             init=True,
-            labels={"lab.doctor": "1"},
+            # Labelled like every container the lab makes, so `lab clean` finds it if
+            # doctor is killed mid-probe.
+            labels={"lab.doctor": "1", "lab.run-id": f"doctor-{uuid.uuid4().hex[:12]}", "lab.impl": "doctor"},
         )
         container.start()
         status = container.wait(timeout=60)

@@ -302,9 +302,14 @@ def ensure_images(
     if missing:
         try:
             bases = ensure_bases(client, log=log, log_dir=build_log_dir())
-        except BaseImageError as error:
+        except (BaseImageError, BuildFailed) as error:
             for image in missing:
                 outcomes[image] = BuildOutcome(image, False, f"base images: {error}")
+        except (subprocess.CalledProcessError, docker.errors.DockerException) as error:
+            # A step of the bootstrap the engine or a tool refused: still an outcome.
+            message = " ".join(str(error).split())[:300]
+            for image in missing:
+                outcomes[image] = BuildOutcome(image, False, f"base images: {message}")
         else:
             if bases.method != "present":
                 announce(f"base-runtime ready ({bases.runtime}, made by {bases.method})")

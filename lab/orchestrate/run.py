@@ -509,9 +509,13 @@ def _stop(container: Container) -> None:
 
 
 def _remove(container: Container) -> None:
+    from lab.orchestrate.clean import gone_or_going
 
-    with contextlib.suppress(docker.errors.NotFound):
+    try:
         container.remove(force=True, v=True)
+    except docker.errors.APIError as error:
+        if not gone_or_going(error):  # 404 gone, 409 a forced Ctrl-C is removing it now
+            raise
 
 
 def connect() -> docker.DockerClient:
