@@ -227,10 +227,19 @@ class Progress:
     ended: float | None = None
     note: str = ""
     cpuset: str | None = None
+    last_stage: str = ""  # e.g. "qq0 FAIL (ghost)": the harness saves each stage as the next starts
 
     def update_from(self, result: dict[str, Any]) -> None:
         summary = result.get("summary", {}) or {}
-        self.trial = len(result.get("trials", []))
+        trials = result.get("trials", []) or []
+        self.trial = len(trials)
+        stages = (trials[-1].get("stages") or []) if trials else []
+        if stages:
+            last = stages[-1]
+            verdict = "pass" if last.get("passed") else "FAIL"
+            kind = (last.get("handoff") or {}).get("kind")
+            self.last_stage = f"{last.get('slug')} {verdict}" + (
+                f" ({kind})" if kind and not last.get("passed") else "")
         self.stages_run = int(summary.get("stages_run", 0) or 0)
         self.stages_passed = int(summary.get("stages_passed", 0) or 0)
         self.handoffs = dict(summary.get("handoff_kinds", {}) or {})
@@ -249,6 +258,8 @@ class Progress:
         if self.stages_run:
             bits.append(f"trial {self.trial}/{self.trials}, {self.stages_passed}/"
                         f"{self.stages_run} stages passed, {self.failures} failed")
+        if self.last_stage and self.phase == "running":
+            bits.append(f"last stage {self.last_stage}")
         if self.note:
             bits.append(self.note)
         return ", ".join(bits)
@@ -282,8 +293,8 @@ class ProgressBoard:
     def render(self) -> Any:
 
         table = Table(title="lab compare", expand=False)
-        for col in ("implementation", "state", "trial", "stages passed/run", "failed",
-                    "handoffs", "elapsed", "cpu"):
+        for col in ("implementation", "state", "trial", "last stage", "stages passed/run",
+                    "failed", "handoffs", "elapsed", "cpu"):
             table.add_column(col)
         with self.lock:
             for p in self.rows.values():
@@ -291,7 +302,7 @@ class ProgressBoard:
                 handoffs = ", ".join(f"{k} {v}" for k, v in sorted(p.handoffs.items()))
                 table.add_row(
                     p.name, p.phase + (f" ({p.note})" if p.note else ""),
-                    f"{p.trial}/{p.trials}", f"{p.stages_passed}/{p.stages_run}",
+                    f"{p.trial}/{p.trials}", p.last_stage, f"{p.stages_passed}/{p.stages_run}",
                     str(p.failures) if p.stages_run else "", handoffs,
                     f"{p.elapsed():.0f} s" if p.started else "", p.cpuset or "",
                     style=style,
