@@ -188,6 +188,11 @@ def test_markdown_renders_to_a_table_with_every_implementation(tmp_path: Path) -
     assert "lab compare eio-uring" in text
     assert "| failing: t (ms) | event | passing: t (ms) | event |" in text
     assert "### python-ghost" in text
+    # Which image ran each entry, under which seccomp mode, with which versions.
+    images = next(t for t in parser.tables if t[0][:3] == ["implementation", "image", "seccomp"])
+    modes = {r[0]: r[2] for r in images[1:]}
+    assert sorted(modes) == sorted(PROFILES)
+    assert modes["eio-uring"] == "unconfined" and modes["python"] == "default"
 
 
 def test_json_validates_against_its_schema(tmp_path: Path) -> None:

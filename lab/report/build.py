@@ -15,6 +15,10 @@ from lab.report.merge import Group, LoadProblem, Run, load_inputs, merge
 REPORT_SCHEMA_VERSION = 1
 
 
+# The image labels `lab build` writes (lab.version.NAME), in the order a reader wants them.
+VERSION_LABELS = ("ocaml", "eio", "uring", "lwt", "dune", "python", "redis")
+IMAGE_COLUMNS = ["implementation", "image", "seccomp", "versions (image labels)", "lab revision"]
+
 @dataclass
 class HandoffExample:
     """One stage's handoff, to be drawn or printed as a timeline."""
@@ -55,6 +59,24 @@ class Report:
             if g.label == row.implementation:
                 return g
         return None
+
+    def images(self) -> list[list[str]]:
+        """Per row: the image, the seccomp mode it ran under and the versions its labels
+        record (what a runtime's maintainer asks first). Header is IMAGE_COLUMNS."""
+        out = []
+        for row in self.rows:
+            group = self.group(row)
+            metas = [e.meta for e in group.entries if e.meta] if group else []
+            if not metas:
+                continue
+            meta = metas[-1]
+            labels = meta.get("image_labels") or {}
+            versions = ", ".join(f"{name} {labels[f'lab.version.{name}']}" for name in VERSION_LABELS
+                                 if labels.get(f"lab.version.{name}") not in (None, "", "unknown"))
+            seccomp = ", ".join(dict.fromkeys(str(m.get("seccomp") or "-") for m in metas))
+            out.append([row.implementation, str(meta.get("image") or "-"), seccomp, versions or "-",
+                        str(labels.get("lab.revision") or "-")])
+        return out
 
     def reproduce_commands(self) -> list[str]:
         """The commands that produced the inputs (distinct), then this report's own."""

@@ -9,7 +9,7 @@ import html
 import shlex
 
 from lab.report import plots
-from lab.report.build import Report
+from lab.report.build import IMAGE_COLUMNS, Report
 from lab.report.table import HEADERS, cells
 
 MAX_TIMELINES = 8  # one picture per failing implementation, at most this many
@@ -129,6 +129,8 @@ def render_html(report: Report, command: list[str] | None = None) -> str:
         parts.append(f"<p class='note'>runs {esc(', '.join(machine['runs']))}</p>")
         parts.append(_table(["field", "value"], [[str(k), str(v)] for k, v in
                                                  sorted(machine["fingerprint"].items())]))
+    if images := report.images():
+        parts += ["<h2>Images</h2>", _table(IMAGE_COLUMNS, images)]
     commands = report.reproduce_commands() + ([shlex.join(command)] if command else [])
     parts += ["<h2>Reproduce</h2>", f"<pre>{esc(chr(10).join(commands))}</pre>",
               "</body></html>"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from lab.report.build import HandoffExample, Report
+from lab.report.build import IMAGE_COLUMNS, HandoffExample, Report
 from lab.report.history import render_comparisons
 from lab.report.table import render_table
 
@@ -55,6 +55,11 @@ def render_markdown(report: Report, command: list[str] | None = None) -> str:
         out.append("")
         out += ["| field | value |", "|---|---|"]
         out += [f"| {_esc(k)} | {_esc(v)} |" for k, v in sorted(fp.items())]
+        out.append("")
+    if images := report.images():
+        out += ["## Images", "", "| " + " | ".join(IMAGE_COLUMNS) + " |",
+                "|" + "---|" * len(IMAGE_COLUMNS)]
+        out += ["| " + " | ".join(_esc(cell) for cell in line) + " |" for line in images]
         out.append("")
     out += ["## Reproduce", "", "```sh"]
     out += report.reproduce_commands()
