@@ -120,3 +120,19 @@ def test_mann_whitney_separates_shifted_samples_and_not_equal_ones() -> None:
     # z = (14 - 0.5) / 6.223 = 2.169, two-sided p = 0.0301.
     assert mann_whitney_p([1, 2, 3, 4, 5, 6], [4, 5, 7, 8, 9, 10]) == pytest.approx(0.0301,
                                                                                       abs=5e-4)
+
+
+def test_a_listener_that_outlived_the_watch_is_counted_and_fails_a_clean_control(
+        tmp_path: Path) -> None:
+    # Its windows are None, so without the flag the worst teardown would simply vanish.
+    run = write_run_dir(tmp_path, impls=["redis"], trials=2)
+    result_path = run / "redis.json"
+    suite = json.loads(result_path.read_text())
+    teardown = suite["trials"][0]["stages"][2]["teardown"]
+    teardown.update(sigterm_to_listener_gone_ms=None, ghost_ms=None, listener_outlived_watch=True)
+    result_path.write_text(json.dumps(suite))
+    (row,) = rows_from_run_dir(run)
+    assert row.listeners_outlived_watch == 1
+    assert any("still open when the teardown watch ended" in note for note in row.notes)
+    check = check_controls([row])
+    assert "redis (control): 1 listener(s) outlived the teardown watch" in check.problems

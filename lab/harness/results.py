@@ -36,6 +36,9 @@ class Teardown:
     listener_seen: bool = False
     listener_inodes: list[int] = field(default_factory=list)
     samples: int = 0
+    # The old listener was still in LISTEN when the watch ended (its deadline passed), so
+    # the windows above are unknown, not small: a server that leaves a listener behind.
+    listener_outlived_watch: bool = False
 
 
 @dataclass

@@ -168,6 +168,7 @@ class SuiteRunner:
                 if previous is not None:
                     previous.watch.release()  # no next stage in this trial
                     self._pending_teardowns.append(previous)
+                self._save()  # no dial is pending now: keep the trial's stages before settling
                 self._settle_teardowns(wait_s=TEARDOWN_SETTLE_S)
                 self._save()
                 if self.options.fail_fast and not trial.all_passed:
@@ -396,6 +397,7 @@ class SuiteRunner:
             listener_seen=bool(watch.old_inodes),
             listener_inodes=sorted(watch.old_inodes),
             samples=watch.samples,
+            listener_outlived_watch=bool(watch.old_inodes) and gone_at is None,
         )
 
     def _classify_handoff(

@@ -68,6 +68,7 @@ class Row:
     bind_failed_failures: int = 0
     ghost_handoffs: int = 0
     sigkill_escalations: int = 0
+    listeners_outlived_watch: int = 0  # teardowns whose listener was still open at the end
     exit_ms: list[float] = field(default_factory=list)
     listener_gone_ms: list[float] = field(default_factory=list)
     ghost_ms: list[float] = field(default_factory=list)
@@ -115,6 +116,7 @@ class Row:
             "bind_failed_failures": self.bind_failed_failures,
             "ghost_handoffs": self.ghost_handoffs,
             "sigkill_escalations": self.sigkill_escalations,
+            "listeners_outlived_watch": self.listeners_outlived_watch,
             "sigterm_to_exit_ms": self._summary("exit_ms", ("median", "p95")),
             "sigterm_to_listener_gone_ms": self._summary(
                 "listener_gone_ms", ("median", "p95", "max")),
@@ -179,6 +181,9 @@ def row_from_group(group: Group) -> Row:
         for stage in trial.get("stages", []):
             _count_stage(row, stage, flags)
     row.backend = backend_of(flags)
+    if row.listeners_outlived_watch:
+        row.notes.append(f"{row.listeners_outlived_watch} listener(s) still open when the teardown "
+                         "watch ended (windows unknown, not counted in the medians)")
     return row
 
 
@@ -195,6 +200,8 @@ def _count_stage(row: Row, stage: dict[str, Any], flags: list[bool | None]) -> N
         row.sigkill_escalations += 1
     teardown = stage.get("teardown")
     if isinstance(teardown, dict):
+        # Its windows are unknown (None) and drop out of the statistics, so it is counted.
+        row.listeners_outlived_watch += bool(teardown.get("listener_outlived_watch"))
         for key, target in (("sigterm_to_exit_ms", row.exit_ms),
                             ("sigterm_to_listener_gone_ms", row.listener_gone_ms),
                             ("ghost_ms", row.ghost_ms)):
@@ -369,6 +376,9 @@ def _clean_control_problems(row: Row) -> list[str]:
                         f"(> {GHOST_ZERO_MS} ms)")
     if row.ghost_handoffs:
         problems.append(f"{name} (control) had {row.ghost_handoffs} handoffs classified ghost")
+    if row.listeners_outlived_watch:
+        problems.append(f"{name} (control): {row.listeners_outlived_watch} listener(s) outlived "
+                        "the teardown watch")
     return problems
 
 

@@ -163,7 +163,8 @@ def digest_suite(data: dict[str, Any]) -> dict[str, Any]:
             teardown = stage.get("teardown")
             if isinstance(teardown, dict):
                 slim["teardown"] = {k: teardown.get(k) for k in (
-                    "sigterm_to_exit_ms", "sigterm_to_listener_gone_ms", "ghost_ms", "sigkill")}
+                    "sigterm_to_exit_ms", "sigterm_to_listener_gone_ms", "ghost_ms", "sigkill",
+                    "listener_outlived_watch")}
             else:
                 slim["teardown"] = None
             handoff = stage.get("handoff")
