@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import statistics
@@ -51,6 +52,8 @@ def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path
         assert second["position"] == 2 and not second["passed"]
         assert second["error"].startswith('Received: "" (no content received)')
         assert second["handoff"]["kind"] == "ghost"
+        # The cause and when: the dying listener's close resets the queued connection.
+        assert re.search(r"\((EOF|ECONNRESET)\) \d+\.\d ms after the request", second["diagnosis"])
     failing = [s for s in run.stages if not s["passed"]]
     assert failing and all(s["handoff"]["kind"] == "ghost" for s in failing)
     # Every ghost's window shows in the teardown of the stage before it (a server killed

@@ -39,7 +39,8 @@ class ReadOutcome:
     data: bytes
     cause: str  # value | eof | reset | silence | invalid
     first_byte_at_ns: int | None = None
-    ended_at_ns: int | None = None
+    ended_at_ns: int | None = None  # when the read returned (after the tester's 2 s on EOF)
+    closed_at_ns: int | None = None  # when the EOF or reset arrived
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Client:
         buffer = b""
         cause = "silence"
         first_at: int | None = None
+        closed_at: int | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -122,17 +124,17 @@ class Client:
             except TimeoutError:
                 break
             except ConnectionResetError:
-                cause = "reset"
+                cause, closed_at = "reset", time.monotonic_ns()
                 self._event("reset", "ECONNRESET")
                 self._idle_until(deadline)
                 break
             except OSError as exc:
-                cause = errno.errorcode.get(exc.errno or 0, "error").lower()
+                cause, closed_at = errno.errorcode.get(exc.errno or 0, "error").lower(), time.monotonic_ns()
                 self._event("read-error", cause)
                 self._idle_until(deadline)
                 break
             if not chunk:
-                cause = "eof"
+                cause, closed_at = "eof", time.monotonic_ns()
                 self._event("eof", f"after {len(buffer)} bytes")
                 # The tester keeps polling until its 2 s pass; nothing more can arrive
                 # on a closed socket, so sleeping keeps its timing without burning CPU.
@@ -152,7 +154,7 @@ class Client:
                 break
             cause = "value"
             break
-        return ReadOutcome(buffer, cause, first_at, time.monotonic_ns())
+        return ReadOutcome(buffer, cause, first_at, time.monotonic_ns(), closed_at)
 
     @staticmethod
     def _idle_until(deadline: float) -> None:

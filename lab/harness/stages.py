@@ -112,10 +112,13 @@ def describe_outcome(outcome: ReadOutcome, sent_at_ns: int) -> str:
     ended_ms = ((outcome.ended_at_ns or sent_at_ns) - sent_at_ns) / 1e6
     if outcome.data:
         return f"received {len(outcome.data)} bytes that are not one complete RESP value ({outcome.cause})"
+    closed = ""
+    if outcome.closed_at_ns is not None:  # when, not only what: a ghost resets at once
+        closed = f" {(outcome.closed_at_ns - sent_at_ns) / 1e6:.1f} ms after the request"
     if outcome.cause == "eof":
-        return "connection closed by the peer (EOF) with no reply; the tester waited its full 2 s"
+        return f"connection closed by the peer (EOF){closed} with no reply; the tester waited its full 2 s"
     if outcome.cause == "reset":
-        return "connection reset by the peer (ECONNRESET) with no reply"
+        return f"connection reset by the peer (ECONNRESET){closed} with no reply"
     return f"no reply and no close for {ended_ms:.0f} ms: the peer accepted but never answered"
 
 
