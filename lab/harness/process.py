@@ -146,7 +146,12 @@ class ServerProcess:
         return self._reaped.wait(timeout_s)
 
     def _signal(self, signum: int) -> None:
-        for send in (lambda: os.kill(self.pid, signum), lambda: os.killpg(self.pid, signum)):
+        # Once reaped, the pid may belong to someone else: only the group is signalled then
+        # (a group id stays reserved while any member lives, so it cannot be reused).
+        sends = [lambda: os.killpg(self.pid, signum)]
+        if self.running():
+            sends.insert(0, lambda: os.kill(self.pid, signum))
+        for send in sends:
             try:
                 send()
             except (ProcessLookupError, PermissionError):
