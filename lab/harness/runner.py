@@ -264,13 +264,16 @@ class SuiteRunner:
             failure.append(StageFailure([str(exc)], "the server command could not be executed"))
             raise StageAborted(str(exc)) from None
         go.set()
-        server.watch()
         timeline.add("process-started", f"pid {server.pid}", server.started_at_ns)
         if previous is not None:
             self._pending_teardowns.append(previous)
         # Bookkeeping waits until the first dial has gone out: the tester's dial follows the
-        # start at once, and JSON serialising here delayed it by up to 8 ms (measured).
+        # start at once, and JSON serialising here delayed it by up to 8 ms (measured). So
+        # does the pipe/exit watcher's thread start, which competed with the stage thread
+        # for the GIL right on the reap -> dial path; an exit meanwhile stays a zombie, and
+        # the watcher's pidfd still sees it.
         ctx.first_dial_done.wait(FIRST_DIAL_WAIT_S)
+        server.watch()
         self._settle_teardowns(wait_s=0.0)
         if self._dirty:
             self._save()
