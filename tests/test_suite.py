@@ -47,16 +47,25 @@ def test_python_server_passes_every_stage_in_every_order(order: str, port: int, 
 def test_ghost_control_fails_the_second_stage_of_every_trial(port: int, tmp_path: Path) -> None:
     run = lab_test(["--port", str(port), "--trials", "3"], python_server(port, "--ghost-ms", "6"), tmp_path)
     assert run.code == 1
+    late = []
     for trial in run.result["trials"]:
         second = trial["stages"][1]
-        # On failure, show how late the harness dialled: its reap -> first dial latency
-        # (2 ms median here) must stay inside the ghost's 6 ms for the tester's race.
-        events = [(e["t_us"], e["event"]) for e in second["handoff"]["timeline"]]
-        assert second["position"] == 2 and not second["passed"], events
+        assert second["position"] == 2
+        evidence = second["handoff"]["evidence"]
+        if second["passed"]:
+            # The harness's reap -> first dial is 2 ms median but 6 ms at worst on these two
+            # busy cores (benchmarks/suite_overhead.py). A second stage may pass only when
+            # its own timeline proves that: the ghost was gone before the first dial.
+            events = [(e["t_us"], e["event"]) for e in second["handoff"]["timeline"]]
+            first_dial = min(t for t, event in events if event in ("dial", "connected"))
+            assert evidence["old_listener_gone_us"] < first_dial, events
+            late.append(events)
+            continue
         assert second["error"].startswith('Received: "" (no content received)')
         assert second["handoff"]["kind"] == "ghost"
         # The cause and when: the dying listener's close resets the queued connection.
         assert re.search(r"\((EOF|ECONNRESET)\) \d+\.\d ms after the request", second["diagnosis"])
+    assert len(late) <= 1, late  # the race is the harness's to win: at most one late dial
     failing = [s for s in run.stages if not s["passed"]]
     assert failing and all(s["handoff"]["kind"] == "ghost" for s in failing)
     # Every ghost's window shows in the teardown of the stage before it (a server killed
